@@ -1,0 +1,127 @@
+"""`SDARConfig`: `GRPOConfig` plus the fields of SDAR's gated self-distillation term (METHOD.md §2–3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trl import GRPOConfig
+
+TEACHER_MODEL_KINDS = ("live", "base", "ema")
+CONTEXT_PLACEMENTS = ("prefix", "system")
+DISTILL_LOSS_TYPES = ("sdar", "naive")
+
+
+def _check_choice(name: str, value: object, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ValueError(f"SDARConfig.{name}={value!r} is not valid; expected one of {list(valid)}.")
+
+
+@dataclass
+class SDARConfig(GRPOConfig):
+    r"""
+    Configuration class for [`SDARTrainer`]: every [`~trl.GRPOConfig`] field with its GRPO default, plus the fields
+    below. With `sdar_coef=0.0` training is exactly GRPO.
+
+    Parameters:
+        > Parameters that control the distillation term
+
+        sdar_coef (`float`, *optional*, defaults to `0.01`):
+            λ in `L = L_GRPO + λ · L_SDAR`. The paper uses 0.01 in every run, with no schedule. `0.0` turns the
+            teacher off entirely (no teacher forward pass).
+        sdar_gate_beta (`float`, *optional*, defaults to `5.0`):
+            β of the gate `g_t = σ(β · Δ_t)` on the detached teacher–student gap `Δ_t = u_t − s_t`. `0.0` gives a
+            constant gate of 0.5 (the reference code's "naive" GRPO+OPSD).
+        distill_loss_type (`str`, *optional*, defaults to `"sdar"`):
+            `"sdar"`: the gated term `g_t · (sg(u_t) − s_t)` (pushes sampled tokens up only). `"naive"`: the ungated
+            signed sampled-token reverse-KL surrogate `−sg(Δ_t) · s_t`, which also pushes teacher-rejected tokens down
+            (the unstable GRPO+OPSD baseline).
+
+        > Parameters that control the teacher
+
+        teacher_model_kind (`str`, *optional*, defaults to `"live"`):
+            `"live"`: the current policy (with LoRA: the trained adapter) scores the tokens. `"base"`: the fixed
+            initial policy (with LoRA: adapters disabled; without PEFT: a frozen copy, which costs one model of
+            memory). `"ema"`: an exponential moving average of the policy (with LoRA: a separate frozen adapter
+            named `"teacher"`; without PEFT: a frozen copy).
+        teacher_update_rate (`float`, *optional*, defaults to `0.05`):
+            EMA rate r of the `"ema"` teacher after every optimizer step: `θ_T ← (1 − r) θ_T + r θ`.
+        teacher_context_column (`str`, *optional*, defaults to `"privileged_context"`):
+            Dataset column, or extra field returned by a `rollout_func`, holding each row's privileged context (a
+            string or a list of chat messages). Rows where it is missing, `None` or empty get no distillation.
+        teacher_context_placement (`str`, *optional*, defaults to `"prefix"`):
+            Where a text context goes in the teacher prompt: `"prefix"` puts `teacher_context_header + context +
+            "\n\n"` as raw tokens before the student's prompt (the paper's placement); `"system"` renders it as a
+            system message with the chat template, placed before the student's prompt. Message-list contexts are
+            always rendered with the chat template.
+        teacher_context_header (`str`, *optional*, defaults to `"[Privileged Skill Information]\n"`):
+            Text put before a text context.
+        teacher_max_prompt_length (`int` or `None`, *optional*, defaults to `None`):
+            Token limit of the teacher prompt (context + student prompt). When exceeded, the oldest student-prompt
+            tokens are dropped and the context is kept whole; a row whose context alone reaches the limit gets no
+            distillation. Both are counted in the metrics (`sdar/context_truncated`, `sdar/rows_without_teacher`).
+        teacher_logps_per_microbatch (`bool`, *optional*, defaults to `False`):
+            Compute the teacher log-probs in every micro-batch's loss step (with the weights of that moment) instead
+            of once per generation batch at rollout time (the paper's teacher).
+    """
+
+    sdar_coef: float = field(
+        default=0.01,
+        metadata={"help": "λ, weight of the SDAR distillation term (paper: 0.01). 0 = plain GRPO, no teacher pass."},
+    )
+    sdar_gate_beta: float = field(
+        default=5.0,
+        metadata={"help": "β of the sigmoid gate σ(β·(u−s)) on the detached teacher–student gap (paper: 5.0)."},
+    )
+    distill_loss_type: str = field(
+        default="sdar",
+        metadata={"help": "Distillation term: 'sdar' (gated, push-up only) or 'naive' (ungated signed surrogate)."},
+    )
+    teacher_model_kind: str = field(
+        default="live",
+        metadata={"help": "Teacher weights: 'live' (current policy), 'base' (initial policy), 'ema' (EMA of policy)."},
+    )
+    teacher_update_rate: float = field(
+        default=0.05,
+        metadata={"help": "EMA rate of the 'ema' teacher per optimizer step, in (0, 1]."},
+    )
+    teacher_context_column: str = field(
+        default="privileged_context",
+        metadata={"help": "Dataset column or rollout_func field with each row's privileged context."},
+    )
+    teacher_context_placement: str = field(
+        default="prefix",
+        metadata={"help": "Text context placement: 'prefix' (raw tokens before the prompt) or 'system' message."},
+    )
+    teacher_context_header: str = field(
+        default="[Privileged Skill Information]\n",
+        metadata={"help": "Text put before a text context in the teacher prompt."},
+    )
+    teacher_max_prompt_length: int | None = field(
+        default=None,
+        metadata={"help": "Token limit of the teacher prompt; student-prompt tokens are trimmed first, never context."},
+    )
+    teacher_logps_per_microbatch: bool = field(
+        default=False,
+        metadata={"help": "Recompute teacher log-probs in each micro-batch instead of once per generation batch."},
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.sdar_coef >= 0.0:
+            raise ValueError(f"SDARConfig.sdar_coef={self.sdar_coef!r} is not valid; expected a number >= 0.")
+        if not self.sdar_gate_beta >= 0.0:
+            raise ValueError(f"SDARConfig.sdar_gate_beta={self.sdar_gate_beta!r} is not valid; expected a number >= 0.")
+        _check_choice("distill_loss_type", self.distill_loss_type, DISTILL_LOSS_TYPES)
+        _check_choice("teacher_model_kind", self.teacher_model_kind, TEACHER_MODEL_KINDS)
+        _check_choice("teacher_context_placement", self.teacher_context_placement, CONTEXT_PLACEMENTS)
+        if not 0.0 < self.teacher_update_rate <= 1.0:
+            raise ValueError(
+                f"SDARConfig.teacher_update_rate={self.teacher_update_rate!r} is not valid; expected 0 < rate <= 1."
+            )
+        if not self.teacher_context_column:
+            raise ValueError("SDARConfig.teacher_context_column='' is not valid; expected a column name.")
+        if self.teacher_max_prompt_length is not None and self.teacher_max_prompt_length < 2:
+            raise ValueError(
+                f"SDARConfig.teacher_max_prompt_length={self.teacher_max_prompt_length!r} is not valid; "
+                "expected None (no limit) or an integer >= 2."
+            )

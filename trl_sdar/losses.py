@@ -1,0 +1,94 @@
+"""Pure tensor math of the distillation term (METHOD.md §2). No trainer state, no I/O.
+
+Notation: s_t = student log-prob of the sampled token (carries gradient), u_t = teacher log-prob of the same token
+(no gradient), Δ_t = u_t − sg(s_t), g_t = sg(σ(β Δ_t)). All inputs are (B, T); `mask` is 1 on trained tokens.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def sdar_per_token_loss(
+    student_logps: torch.Tensor, teacher_logps: torch.Tensor, *, gate_beta: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """SDAR's per-token term `g_t · (sg(u_t) − s_t)`. Returns `(per_token_loss, gate, gap)`, each (B, T).
+
+    Only `student_logps` receives gradient: ∂loss/∂s_t = −g_t, so every sampled token is pushed up by the gate's
+    amount (≈1 where the teacher is more confident than the student, ≈0 where it rejects the token).
+    """
+    teacher = teacher_logps.detach()
+    gap = teacher - student_logps.detach()  # Δ_t, (B, T)
+    gate = torch.sigmoid(gate_beta * gap)  # g_t, detached because gap is
+    return gate * (teacher - student_logps), gate, gap
+
+
+def naive_opsd_per_token_loss(
+    student_logps: torch.Tensor, teacher_logps: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Ungated GRPO+OPSD baseline: the signed sampled-token reverse-KL surrogate `−sg(Δ_t) · s_t`.
+
+    Its gradient −Δ_t ∇s_t pushes teacher-endorsed tokens up and teacher-rejected tokens (Δ_t < 0) down. The
+    returned gate is all ones (no gating). Returns `(per_token_loss, gate, gap)`, each (B, T).
+    """
+    gap = teacher_logps.detach() - student_logps.detach()
+    return -gap * student_logps, torch.ones_like(gap), gap
+
+
+def masked_token_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of `values` over positions where `mask` is 1 (0 when the mask is empty)."""
+    mask = mask.to(values.dtype)
+    return (values * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def gate_statistics(gate: torch.Tensor, gap: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+    """Diagnostics over masked tokens: mean gate, fraction with g > 0.5 (Δ > 0), mean gap Δ."""
+    return {
+        "gate_mean": masked_token_mean(gate, mask).item(),
+        "gate_active_ratio": masked_token_mean((gate > 0.5).to(gate.dtype), mask).item(),
+        "teacher_gap_mean": masked_token_mean(gap, mask).item(),
+    }
+
+
+def sdar_distillation_loss(
+    student_logps: torch.Tensor, teacher_logps: torch.Tensor, mask: torch.Tensor, *, gate_beta: float
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """L_SDAR as a masked token-mean over trained tokens, with the gate diagnostics as Python floats."""
+    per_token, gate, gap = sdar_per_token_loss(student_logps, teacher_logps, gate_beta=gate_beta)
+    return masked_token_mean(per_token, mask), gate_statistics(gate, gap, mask)
+
+
+def aggregate_like_grpo(
+    per_token_loss: torch.Tensor,
+    mask: torch.Tensor,
+    loss_type: str,
+    *,
+    num_items_in_batch: torch.Tensor | None = None,
+    num_processes: int = 1,
+    gradient_accumulation_steps: int = 1,
+    steps_per_generation: int = 1,
+    max_completion_length: int | None = None,
+    training: bool = True,
+) -> torch.Tensor:
+    """Reduce a (B, T) per-token loss exactly as TRL 1.16's `GRPOTrainer._compute_loss` reduces its policy loss.
+
+    Using the policy loss's own normaliser keeps λ's meaning relative to the RL term for every `loss_type`, batch
+    layout and gradient-accumulation setting (METHOD.md §2). `num_items_in_batch` is the global count of trained
+    tokens in the generation batch (TRL puts it in the inputs).
+    """
+    accumulation = gradient_accumulation_steps if training else 1
+    masked = per_token_loss * mask
+    if loss_type in ("grpo", "sapo"):
+        return (masked.sum(-1) / mask.sum(-1).clamp(min=1.0)).mean() / accumulation
+    if loss_type == "bnpo":
+        return masked.sum() / mask.sum().clamp(min=1.0) / accumulation
+    if loss_type == "dr_grpo":
+        return masked.sum() / (per_token_loss.size(0) * max_completion_length) / accumulation
+    if loss_type in ("cispo", "dapo", "vespo"):
+        normalizer = num_items_in_batch.clamp(min=1.0) / num_processes
+        if training:
+            normalizer = normalizer * gradient_accumulation_steps / steps_per_generation
+        return masked.sum() / normalizer
+    if loss_type == "luspo":
+        return masked.sum(-1).mean() / accumulation
+    raise ValueError(f"Unknown loss_type {loss_type!r} for the SDAR term.")

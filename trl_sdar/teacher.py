@@ -1,0 +1,229 @@
+"""The teacher: privileged-context token assembly (pure) and the weights that score it (METHOD.md §3).
+
+The teacher prompt is built at the token level: context ids + the student's exact prompt ids; the completion ids
+are reused as they are. Nothing the model produced is decoded and re-encoded, and the context is never cut: when the
+teacher prompt is over the limit, the oldest student-prompt tokens go first, and a row whose context alone does not
+fit is dropped from distillation (and counted).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .config import SDARConfig
+
+EMA_ADAPTER = "teacher"
+
+
+@dataclass(frozen=True)
+class TeacherPrompts:
+    """Left-padded teacher prompts for a batch and what happened to each row."""
+
+    ids: torch.Tensor  # (B, P') teacher prompt ids, left-padded
+    mask: torch.Tensor  # (B, P') 1 on real tokens
+    has_teacher: torch.Tensor  # (B,) bool: the row takes part in distillation
+    truncated: torch.Tensor  # (B,) bool: student-prompt tokens were dropped to fit the context
+    context_tokens: torch.Tensor  # (B,) long: context length in tokens (0 without context)
+
+
+def _insert_context(prompt: list[int], context: list[int], bos_token_id: int | None) -> list[int]:
+    # A model whose prompts start with BOS keeps BOS first; the context goes right after it.
+    if bos_token_id is not None and prompt and prompt[0] == bos_token_id:
+        return prompt[:1] + context + prompt[1:]
+    return context + prompt
+
+
+def build_teacher_prompts(
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    contexts: Sequence[list[int] | None],
+    *,
+    pad_token_id: int,
+    max_length: int | None = None,
+    bos_token_id: int | None = None,
+) -> TeacherPrompts:
+    """Assemble `context + student prompt` per row from left-padded student prompts (B, P).
+
+    Rows with `None`/empty context keep the student prompt and get `has_teacher=False`.
+    """
+    rows, has_teacher, truncated, n_context = [], [], [], []
+    for ids, m, context in zip(prompt_ids.tolist(), prompt_mask.tolist(), contexts, strict=True):
+        prompt = [t for t, keep in zip(ids, m) if keep]
+        context = list(context or [])
+        ok, cut = bool(context), False
+        if ok and max_length is not None and len(context) + len(prompt) > max_length:
+            room = max_length - len(context)
+            if room < 1:
+                ok = False  # the context alone fills the limit: no distillation for this row, never a cut context
+            else:
+                keep_bos = bos_token_id is not None and prompt[0] == bos_token_id and room > 1
+                prompt = prompt[:1] + prompt[len(prompt) - room + 1 :] if keep_bos else prompt[len(prompt) - room :]
+                cut = True
+        rows.append(_insert_context(prompt, context, bos_token_id) if ok else prompt)
+        has_teacher.append(ok)
+        truncated.append(cut)
+        n_context.append(len(context))
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_token_id, dtype=prompt_ids.dtype)
+    mask = torch.zeros((len(rows), width), dtype=prompt_mask.dtype)
+    for i, row in enumerate(rows):
+        if row:
+            ids[i, width - len(row) :] = torch.tensor(row, dtype=prompt_ids.dtype)
+            mask[i, width - len(row) :] = 1
+    device = prompt_ids.device
+    return TeacherPrompts(
+        ids=ids.to(device),
+        mask=mask.to(device),
+        has_teacher=torch.tensor(has_teacher, dtype=torch.bool, device=device),
+        truncated=torch.tensor(truncated, dtype=torch.bool, device=device),
+        context_tokens=torch.tensor(n_context, dtype=torch.long, device=device),
+    )
+
+
+class ContextTokenizer:
+    """Turns a row's privileged context (text or chat messages) into token ids, once per distinct context."""
+
+    def __init__(self, tokenizer, *, placement: str, header: str):
+        self.tokenizer = tokenizer
+        self.placement = placement
+        self.header = header
+        self._cache: dict[str, list[int]] = {}
+
+    def __call__(self, context: object) -> list[int] | None:
+        if context is None or (isinstance(context, str | list) and len(context) == 0):
+            return None
+        key = repr(context)
+        if key not in self._cache:
+            self._cache[key] = self._encode(context)
+        return self._cache[key]
+
+    def _encode(self, context: object) -> list[int]:
+        if isinstance(context, str):
+            if self.placement == "system":
+                return self._chat_ids([{"role": "system", "content": self.header + context}])
+            return self.tokenizer(self.header + context + "\n\n", add_special_tokens=False)["input_ids"]
+        if isinstance(context, list) and all(isinstance(m, dict) and "role" in m for m in context):
+            return self._chat_ids(context)
+        raise ValueError(
+            f"Privileged context must be a string or a list of chat messages (dicts with 'role'/'content'); "
+            f"got {type(context).__name__}: {str(context)[:80]!r}."
+        )
+
+    def _chat_ids(self, messages: list[dict]) -> list[int]:
+        ids = self.tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=False)
+        if isinstance(ids, dict) or hasattr(ids, "keys"):  # transformers 5 returns a BatchEncoding
+            ids = ids["input_ids"]
+        return list(ids)
+
+
+def _is_peft(model: nn.Module) -> bool:
+    return hasattr(model, "peft_config") and hasattr(model, "disable_adapter")
+
+
+@contextmanager
+def _restored_state(model: nn.Module) -> Iterator[None]:
+    """Restore `requires_grad` of every parameter, train/eval mode and (PEFT) the active adapter on exit."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    training = model.training
+    adapter = model.active_adapter if _is_peft(model) else None
+    try:
+        yield
+    finally:
+        if adapter is not None and model.active_adapter != adapter:
+            model.set_adapter(adapter)
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        model.train(training)
+
+
+class Teacher:
+    """Chooses the weights that score the teacher prompt, for each `teacher_model_kind`.
+
+    With PEFT one base model serves student, teacher and reference: `live` = the trained adapter, `base` = adapters
+    disabled (or TRL's "ref" adapter when re-training an existing adapter), `ema` = a frozen adapter named
+    `"teacher"` updated by EMA. Without PEFT, `base` and `ema` keep a frozen copy of the model (one more model in
+    memory). Every pass restores the active adapter, `requires_grad` flags and train/eval mode.
+    """
+
+    def __init__(self, model: nn.Module, args: SDARConfig):
+        self.model = model  # unwrapped policy (PeftModel or PreTrainedModel)
+        self.kind = args.teacher_model_kind
+        self.rate = args.teacher_update_rate
+        self.peft = _is_peft(model)
+        self.copy: nn.Module | None = None
+        if self.kind == "ema" and self.peft:
+            self._add_ema_adapter()
+        elif self.kind in ("base", "ema") and not self.peft:
+            self.copy = self._frozen_copy(args)
+
+    def _frozen_copy(self, args: SDARConfig) -> nn.Module:
+        from trl.trainer.utils import add_fused_lm_head
+
+        teacher = copy.deepcopy(self.model)
+        teacher.__dict__.pop("forward", None)  # drop the copied fused-head patch; re-add it bound to the copy
+        add_fused_lm_head(teacher, temperature=args.temperature, cast_lm_head_to_fp32=args.cast_lm_head_to_fp32)
+        teacher.requires_grad_(False)
+        return teacher.eval()
+
+    def _add_ema_adapter(self) -> None:
+        active = self.model.active_adapter
+        if EMA_ADAPTER in self.model.peft_config:
+            raise ValueError(f"teacher_model_kind='ema' needs the adapter name {EMA_ADAPTER!r}, already in use.")
+        with _restored_state(self.model):
+            self.model.add_adapter(EMA_ADAPTER, copy.deepcopy(self.model.peft_config[active]))
+        for student, teacher in self._adapter_pairs():
+            teacher.data.copy_(student.data)
+        for p in self.teacher_params():
+            p.requires_grad_(False)
+
+    def _adapter_pairs(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(student, teacher) LoRA parameter pairs: `…lora_A.default.weight` ↔ `…lora_A.teacher.weight`."""
+        active = f".{self.model.active_adapter}."
+        params = dict(self.model.named_parameters())
+        return [(p, params[n.replace(active, f".{EMA_ADAPTER}.")]) for n, p in params.items() if active in n]
+
+    def teacher_params(self) -> list[torch.Tensor]:
+        """Parameters that belong to the teacher only (never trained by the optimizer)."""
+        if self.copy is not None:
+            return list(self.copy.parameters())
+        if self.kind == "ema" and self.peft:
+            return [p for n, p in self.model.named_parameters() if f".{EMA_ADAPTER}." in n]
+        return []
+
+    @contextmanager
+    def scoring(self, policy: nn.Module) -> Iterator[nn.Module]:
+        """Yield the module to run for teacher log-probs (call it under `torch.no_grad()`)."""
+        if self.copy is not None:
+            yield self.copy
+            return
+        with _restored_state(self.model):
+            if self.kind == "live":
+                yield policy
+            elif self.kind == "base":
+                if "ref" in self.model.peft_config:
+                    self.model.set_adapter("ref", inference_mode=True)
+                    yield policy
+                else:
+                    with self.model.disable_adapter():
+                        yield policy
+            else:
+                self.model.set_adapter(EMA_ADAPTER, inference_mode=True)
+                yield policy
+
+    @torch.no_grad()
+    def ema_update(self) -> None:
+        """θ_T ← (1 − r) θ_T + r θ after an optimizer step (no-op for `live` and `base`)."""
+        if self.kind != "ema":
+            return
+        if self.copy is not None:
+            pairs = zip(self.model.parameters(), self.copy.parameters(), strict=True)
+        else:
+            pairs = self._adapter_pairs()
+        for student, teacher in pairs:
+            teacher.lerp_(student.detach().to(teacher.dtype), self.rate)
