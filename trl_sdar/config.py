@@ -98,7 +98,9 @@ class SDARConfig(GRPOConfig):
     )
     teacher_max_prompt_length: int | None = field(
         default=None,
-        metadata={"help": "Token limit of the teacher prompt; student-prompt tokens are trimmed first, never context."},
+        metadata={
+            "help": "Teacher prompt token limit; the student prompt is trimmed first, never the context."
+        },
     )
     teacher_logps_per_microbatch: bool = field(
         default=False,
@@ -110,7 +112,9 @@ class SDARConfig(GRPOConfig):
         if not self.sdar_coef >= 0.0:
             raise ValueError(f"SDARConfig.sdar_coef={self.sdar_coef!r} is not valid; expected a number >= 0.")
         if not self.sdar_gate_beta >= 0.0:
-            raise ValueError(f"SDARConfig.sdar_gate_beta={self.sdar_gate_beta!r} is not valid; expected a number >= 0.")
+            raise ValueError(
+                f"SDARConfig.sdar_gate_beta={self.sdar_gate_beta!r} is not valid; expected a number >= 0."
+            )
         _check_choice("distill_loss_type", self.distill_loss_type, DISTILL_LOSS_TYPES)
         _check_choice("teacher_model_kind", self.teacher_model_kind, TEACHER_MODEL_KINDS)
         _check_choice("teacher_context_placement", self.teacher_context_placement, CONTEXT_PLACEMENTS)

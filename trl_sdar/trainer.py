@@ -71,7 +71,9 @@ class SDARTrainer(GRPOTrainer):
             if args.teacher_model_kind == "ema":
                 self.add_callback(_EMATeacherCallback(self.teacher))
             tokenizer = self._tokenizer
-            adds_bos = tokenizer.bos_token_id is not None and tokenizer("a")["input_ids"][:1] == [tokenizer.bos_token_id]
+            adds_bos = tokenizer.bos_token_id is not None and tokenizer("a")["input_ids"][:1] == [
+                tokenizer.bos_token_id
+            ]
             self._bos_token_id = tokenizer.bos_token_id if adds_bos else None
             self._context_tokenizer = ContextTokenizer(
                 tokenizer, placement=args.teacher_context_placement, header=args.teacher_context_header
@@ -174,7 +176,9 @@ class SDARTrainer(GRPOTrainer):
             mask = mask * inputs["tool_mask"]  # environment / tool tokens are never trained nor distilled
         row_mask = inputs["sdar_row_mask"].unsqueeze(1)  # (B, 1): rows without a teacher contribute zero
         if self.args.distill_loss_type == "sdar":
-            per_token, gate, gap = sdar_per_token_loss(student_logps, teacher_logps, gate_beta=self.args.sdar_gate_beta)
+            per_token, gate, gap = sdar_per_token_loss(
+                student_logps, teacher_logps, gate_beta=self.args.sdar_gate_beta
+            )
         else:
             per_token, gate, gap = naive_opsd_per_token_loss(student_logps, teacher_logps)
         mode = "train" if self.model.training else "eval"
