@@ -1,0 +1,24 @@
+"""Agent environments by name: `alfworld`, `webshop`, `search_qa` (built-in offline versions by default)."""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from .base import AgentEnv, Observation, StepResult, Task
+
+ENV_CLASSES = {
+    "alfworld": ("trl_sdar.envs.alfworld", "AlfworldEnv"),
+    "webshop": ("trl_sdar.envs.webshop", "WebShopEnv"),
+    "search_qa": ("trl_sdar.envs.search_qa", "SearchQAEnv"),
+}
+
+
+def make_env(name: str, **kwargs) -> AgentEnv:
+    """Create environment `name` with constructor keyword arguments (imported lazily: engines are heavy)."""
+    if name not in ENV_CLASSES:
+        raise ValueError(f"Unknown environment {name!r}; expected one of {sorted(ENV_CLASSES)}.")
+    module, cls = ENV_CLASSES[name]
+    return getattr(import_module(module), cls)(**kwargs)
+
+
+__all__ = ["AgentEnv", "ENV_CLASSES", "Observation", "StepResult", "Task", "make_env"]
