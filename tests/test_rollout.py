@@ -1,0 +1,181 @@
+"""EnvRollout on a scripted environment and a scripted generator: tokens, masks, rewards, failures."""
+
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+from transformers import AutoTokenizer
+
+from trl_sdar.envs.base import Observation, StepResult, Task
+from trl_sdar.generation import Generated, VLLMGenerator
+from trl_sdar.rollout import ChatTurns, EnvRollout, RolloutSettings, env_reward
+
+
+class CounterEnv:
+    """Reach `target` by playing `inc` actions; `boom` raises, `hang` blocks (to test failure handling)."""
+
+    name, max_turns, invalid_format_penalty, action_tag = "counter", 6, 0.1, "action"
+
+    def __init__(self, release: threading.Event | None = None):
+        self.release = release
+        self.value = 0
+        self.target = 0
+
+    def task(self, task_id):
+        return Task("counter", task_id, f"count to {task_id % 3 + 1}", f"type{task_id % 2}")
+
+    def reset(self, task_id):
+        self.value, self.target = 0, task_id % 3 + 1
+        return Observation(f"value 0, target {self.target}", ("inc",))
+
+    def step(self, action):
+        if action == "boom":
+            raise RuntimeError("environment bug")
+        if action == "hang":
+            self.release.wait(5)
+        if action == "inc":
+            self.value += 1
+        won = self.value >= self.target
+        return StepResult(Observation(f"value {self.value}"), 10.0 if won else 0.0, won, won, float(won))
+
+    def prompt(self, task, first):
+        return f"{task.instruction}. {first.text}"
+
+    def feedback(self, result):
+        return result.observation.text
+
+    def expert_action(self):
+        return "inc"
+
+    def close(self):
+        pass
+
+
+class ScriptedGenerator:
+    """Plays fixed texts per episode index (cycling), tokenised here as a model would emit them (+ EOS)."""
+
+    def __init__(self, tokenizer, scripts, eos=True):
+        self.tokenizer, self.scripts, self.eos, self.calls = tokenizer, scripts, eos, []
+
+    def generate(self, contexts, max_new_tokens):
+        self.calls.append((len(contexts), max_new_tokens))
+        out = []
+        for context in contexts:
+            script = next(s for prefix, s in self.scripts if _starts(context, prefix))
+            turn = sum(1 for _ in self.calls) - 1
+            ids = self.tokenizer(script[min(turn, len(script) - 1)], add_special_tokens=False)["input_ids"]
+            ids = ids + [self.tokenizer.eos_token_id] if self.eos else ids
+            out.append(Generated(ids[:max_new_tokens]))
+        return out
+
+
+def _starts(context, prefix):
+    return context[: len(prefix)] == prefix
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def _play(tokenizer, task_ids, texts_per_task, budget=4000, settings=None, env_factory=CounterEnv):
+    rollout = EnvRollout(env_factory, skills=lambda t: f"skills for {t.task_type}", settings=settings)
+    dataset = rollout.dataset(task_ids)
+    prompts = [row["prompt"] for row in dataset]
+    turns = ChatTurns(tokenizer)
+    scripts = [(turns.prompt_ids(p), texts_per_task[tid]) for p, tid in zip(prompts, task_ids, strict=True)]
+    generator = ScriptedGenerator(tokenizer, scripts)
+    episodes = rollout.run(task_ids, prompts, generator, turns, budget)
+    return rollout, episodes, generator
+
+
+INC = "<think>count</think><action>inc</action>"
+
+
+def test_episode_tokens_are_the_chat_transcript_and_mask_marks_env_tokens(tokenizer):
+    rollout, [episode], _ = _play(tokenizer, [1], {1: [INC, "<action>inc</action>", INC]})
+    # task 1: target 2 → turn 1 inc (value 1), turn 2 invalid (no think), turn 3 inc (value 2, won)
+    assert episode.won and episode.turns == 3 and episode.invalid_turns == 1
+    assert episode.reward(0.1) == pytest.approx(10.0 - 0.1)
+    messages = [
+        {"role": "user", "content": "count to 2. value 0, target 2"},
+        {"role": "assistant", "content": INC},
+        {"role": "user", "content": "value 1"},
+        {"role": "assistant", "content": "<action>inc</action>"},
+        {"role": "user", "content": "Invalid response: reason inside <think>…</think>, then answer with the required tags. "
+         "(missing <think>…</think>)"},
+        {"role": "assistant", "content": INC},
+    ]  # fmt: skip
+    transcript = tokenizer.apply_chat_template(messages, tokenize=False)
+    decoded = tokenizer.decode(episode.prompt_ids + episode.completion_ids)
+    assert transcript.startswith(decoded) and transcript[len(decoded) :] == "\n"  # ends at the model's EOS
+    model_tokens = [t for t, m in zip(episode.completion_ids, episode.env_mask, strict=True) if m]
+    expected_model = sum((tokenizer(m["content"])["input_ids"] + [tokenizer.eos_token_id] for m in messages[1::2]), [])
+    assert model_tokens == expected_model  # exactly the generated ids carry mask 1
+    env_text = tokenizer.decode([t for t, m in zip(episode.completion_ids, episode.env_mask, strict=True) if not m])
+    assert "value 1" in env_text and "<think>count" not in env_text
+
+
+def test_groups_share_a_task_and_rewards_follow_the_rules(tokenizer):
+    rollout, episodes, generator = _play(tokenizer, [0, 0, 2, 2], {0: [INC], 2: ["no tags", "no tags"]})
+    assert [e.task.task_id for e in episodes] == [0, 0, 2, 2]
+    assert [e.won for e in episodes] == [True, True, False, False]
+    assert [e.turns for e in episodes] == [1, 1, 6, 6]  # max_turns of the env
+    out = rollout.to_rollout_output(episodes, with_logprobs=False)
+    assert out["env_reward"] == pytest.approx([10.0, 10.0, -0.6, -0.6])
+    assert out["privileged_context"] == ["skills for type0"] * 2 + ["skills for type0"] * 2
+    assert env_reward(None, out["env_reward"]) == out["env_reward"]
+    assert generator.calls[0][0] == 4 and generator.calls[1][0] == 2  # batched; finished episodes drop out
+    metrics = rollout.metrics(episodes)
+    assert metrics["env/counter/success"] == 0.5 and metrics["env/counter/success/type0"] == 0.5
+    assert metrics["env/counter/invalid_rate"] == pytest.approx(12 / 14)
+    assert all(len(m) == len(c) for m, c in zip(out["env_mask"], out["completion_ids"], strict=True))
+
+
+def test_episode_token_budget_is_respected(tokenizer):
+    _, [episode], _ = _play(tokenizer, [2], {2: ["<think>" + "x" * 300 + "</think><action>noop</action>"]}, budget=60)
+    assert len(episode.completion_ids) <= 60 and episode.done and not episode.won
+
+
+def test_environment_exception_ends_only_that_episode(tokenizer):
+    _, episodes, _ = _play(tokenizer, [0, 1], {0: ["<think>x</think><action>boom</action>"], 1: [INC, INC]})
+    assert episodes[0].error == "exception" and episodes[0].reward(0.1) == 0.0
+    assert episodes[1].won and episodes[1].error == ""
+
+
+def test_hung_environment_times_out_and_is_replaced(tokenizer):
+    release = threading.Event()
+    settings = RolloutSettings(step_timeout_s=0.3)
+    start = time.perf_counter()
+    rollout, episodes, _ = _play(
+        tokenizer, [0, 1], {0: ["<think>x</think><action>hang</action>"], 1: [INC, INC]}, settings=settings,
+        env_factory=lambda: CounterEnv(release),
+    )  # fmt: skip
+    release.set()
+    assert time.perf_counter() - start < 3
+    assert episodes[0].error == "timeout" and episodes[1].won
+    assert all(env is not episodes[0].env for env in rollout._envs)
+    assert rollout.metrics(episodes)["env/counter/env_timeouts"] == 1.0
+
+
+def test_unknown_prompt_is_a_clear_error():
+    rollout = EnvRollout(CounterEnv)
+    with pytest.raises(KeyError, match="EnvRollout.dataset"):
+        rollout.task_id_of([{"role": "user", "content": "not a task"}])
+
+
+def test_vllm_generator_uses_turn_budget_and_returns_sampled_logprobs():
+    calls = []
+
+    class FakeVLLM:
+        max_completion_length = 512
+
+        def generate(self, prompts, images, num_generations):
+            calls.append((prompts, self.max_completion_length, num_generations))
+            return prompts, [[5, 6]] * len(prompts), [[[-0.5, -2.0], [-0.25]]] * len(prompts), None
+
+    fake = FakeVLLM()
+    out = VLLMGenerator(SimpleNamespace(vllm_generation=fake)).generate([[1, 2], [3]], max_new_tokens=7)
+    assert [o.ids for o in out] == [[5, 6], [5, 6]] and out[0].logprobs == [-0.5, -0.25]
+    assert calls[0][1] == 7 and calls[0][2] == 1 and fake.max_completion_length == 512
