@@ -8,7 +8,7 @@ from trl_sdar.envs.protocol import parse_turn
 @pytest.mark.parametrize(
     "text, tag, action",
     [
-        ("<think>the mug is here</think><action>take mug 1 from countertop 1</action>", "action", "take mug 1 from countertop 1"),
+        ("<think>the mug is here</think><action>take mug 1</action>", "action", "take mug 1"),
         ("<think>x</think>\n<action>  go to   sinkbasin 1 </action>", "action", "go to sinkbasin 1"),
         ("<think>look</think><action>search[red shirt]</action>", "action", "search[red shirt]"),
         ("<think>need info</think><search>founder of Marrow</search>", "search_qa", "search[founder of Marrow]"),

@@ -9,7 +9,7 @@ from transformers import AutoTokenizer
 
 from trl_sdar.envs.base import Observation, StepResult, Task
 from trl_sdar.generation import Generated, VLLMGenerator
-from trl_sdar.rollout import ChatTurns, EnvRollout, RolloutSettings, env_reward
+from trl_sdar.rollout import INVALID_FORMAT_FEEDBACK, ChatTurns, EnvRollout, RolloutSettings, env_reward
 
 
 class CounterEnv:
@@ -103,8 +103,7 @@ def test_episode_tokens_are_the_chat_transcript_and_mask_marks_env_tokens(tokeni
         {"role": "assistant", "content": INC},
         {"role": "user", "content": "value 1"},
         {"role": "assistant", "content": "<action>inc</action>"},
-        {"role": "user", "content": "Invalid response: reason inside <think>…</think>, then answer with the required tags. "
-         "(missing <think>…</think>)"},
+        {"role": "user", "content": f"{INVALID_FORMAT_FEEDBACK} (missing <think>…</think>)"},
         {"role": "assistant", "content": INC},
     ]  # fmt: skip
     transcript = tokenizer.apply_chat_template(messages, tokenize=False)
