@@ -1,0 +1,65 @@
+import importlib.util
+import json
+import random
+
+import pytest
+
+from trl_sdar.cli import main
+from trl_sdar.envs.base import Observation
+from trl_sdar.evaluation import evaluate_policy, random_action, summarize
+
+
+@pytest.mark.parametrize("env_name", ["webshop", "search_qa"])
+def test_eval_expert_solves_and_random_fails(env_name, tmp_path):
+    for policy, expected in (("expert", 1.0), ("random", 0.0)):
+        out = tmp_path / f"{policy}.json"
+        main(["eval", "--env", env_name, "--policy", policy, "--num-tasks", "6", "--seed", "1", "--output", str(out)])
+        report = json.loads(out.read_text())
+        assert report["success_rate"] == expected, policy
+        assert report["num_tasks"] == 6 and report["task_ids"] == list(range(6)) and report["env"] == env_name
+        assert sum(t["num_tasks"] for t in report["per_task_type"].values()) == 6
+        if policy == "expert":
+            assert report["mean_score"] == 1.0
+
+
+@pytest.mark.skipif(importlib.util.find_spec("trl_sdar.envs.alfworld") is None, reason="ALFWorld env not built")
+def test_eval_alfworld_expert(tmp_path):
+    out = tmp_path / "a.json"
+    main(["eval", "--env", "alfworld", "--policy", "expert", "--num-tasks", "3", "--output", str(out)])
+    assert json.loads(out.read_text())["success_rate"] == 1.0
+
+
+def test_random_policy_is_deterministic_by_seed():
+    from trl_sdar.envs import make_env
+
+    runs = [summarize(evaluate_policy(lambda: make_env("search_qa"), range(5), "random", seed=s)) for s in (3, 3, 4)]
+    assert runs[0]["episodes"] == runs[1]["episodes"]
+    assert random_action(Observation("a b", ("x", "y")), None, random.Random(0)) in ("x", "y")
+    assert random_action(Observation("alpha", ()), None, random.Random(0)) in ("search[alpha]", "answer[alpha]")
+
+
+def test_environment_exception_is_counted_not_raised():
+    class Broken:
+        name, max_turns = "broken", 3
+
+        def task(self, task_id):
+            from trl_sdar.envs.base import Task
+
+            return Task("broken", task_id, "x", "t")
+
+        def reset(self, task_id):
+            raise OSError("engine crashed")
+
+    report = summarize(evaluate_policy(Broken, [0, 1], "expert"))
+    assert report["env_errors"] == 2 and report["success_rate"] == 0.0
+    assert "engine crashed" in report["episodes"][0]["error"]
+
+
+def test_bad_arguments_fail_clearly(capsys):
+    with pytest.raises(SystemExit):
+        main(["eval", "--env", "nope", "--policy", "expert"])
+    assert "invalid choice: 'nope'" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="--num-tasks must be >= 1"):
+        main(["eval", "--env", "webshop", "--policy", "expert", "--num-tasks", "0"])
+    with pytest.raises(ValueError, match="Unknown policy"):
+        evaluate_policy(lambda: None, [0], "greedy")

@@ -1,0 +1,108 @@
+"""Evaluate a policy on an environment over a pinned task list: success rate and score, per task type.
+
+Policies here act on the parsed-action level (`expert`, `random`); model policies go through the rollout module.
+Episodes run concurrently, one environment instance per worker thread.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+
+from .envs.base import AgentEnv, Observation
+
+POLICIES = ("expert", "random")
+
+
+@dataclass(frozen=True)
+class EpisodeResult:
+    task_id: int
+    task_type: str
+    won: bool
+    score: float
+    turns: int
+    error: str = ""
+
+
+def random_action(observation: Observation, env: AgentEnv, rng: random.Random) -> str:
+    """A uniformly random admissible action; without a finite action list, a random word searched or answered."""
+    if observation.admissible_actions:
+        return rng.choice(list(observation.admissible_actions))
+    words = re.findall(r"[A-Za-z]+", observation.text) or ["nothing"]
+    return f"{rng.choice(['search', 'answer'])}[{rng.choice(words)}]"
+
+
+def play_episode(
+    env: AgentEnv, task_id: int, policy: str, rng: random.Random, max_turns: int | None = None
+) -> EpisodeResult:
+    """Play one episode with a scripted policy; an exception inside the environment ends it (counted, won=False)."""
+    task = env.task(task_id)
+    won, score, turns = False, 0.0, 0
+    try:
+        observation = env.reset(task_id)
+        for turns in range(1, (max_turns or env.max_turns) + 1):  # noqa: B007 (turns is reported)
+            action = env.expert_action() if policy == "expert" else random_action(observation, env, rng)
+            result = env.step(action)
+            observation, won, score = result.observation, won or result.won, max(score, result.score)
+            if result.done:
+                break
+    except Exception as error:  # a broken task must not stop the evaluation of the others
+        return EpisodeResult(task_id, task.task_type, False, 0.0, turns, f"{type(error).__name__}: {error}")
+    return EpisodeResult(task_id, task.task_type, won, score, turns)
+
+
+def evaluate_policy(
+    env_factory: Callable[[], AgentEnv],
+    task_ids: Sequence[int],
+    policy: str,
+    *,
+    seed: int = 0,
+    max_turns: int | None = None,
+    num_workers: int = 4,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[EpisodeResult]:
+    """Play every task once with `policy` (`expert` or `random`), concurrently; results in task order."""
+    if policy not in POLICIES:
+        raise ValueError(f"Unknown policy {policy!r}; expected one of {list(POLICIES)} (models: use --model).")
+    local = threading.local()
+    done = [0]
+    lock = threading.Lock()
+
+    def run(index_and_task: tuple[int, int]) -> EpisodeResult:
+        index, task_id = index_and_task
+        if not hasattr(local, "env"):
+            local.env = env_factory()
+        result = play_episode(local.env, task_id, policy, random.Random(seed * 1_000_003 + index), max_turns)
+        with lock:
+            done[0] += 1
+            if progress:
+                progress(done[0], len(task_ids))
+        return result
+
+    with ThreadPoolExecutor(max_workers=num_workers) as pool:
+        return list(pool.map(run, enumerate(task_ids)))
+
+
+def summarize(results: Sequence[EpisodeResult]) -> dict:
+    """Success rate, mean score and turns overall and per task type, plus the episodes themselves."""
+    n = max(len(results), 1)
+    by_type: dict[str, list[EpisodeResult]] = defaultdict(list)
+    for r in results:
+        by_type[r.task_type].append(r)
+    return {
+        "num_tasks": len(results),
+        "success_rate": sum(r.won for r in results) / n,
+        "mean_score": sum(r.score for r in results) / n,
+        "mean_turns": sum(r.turns for r in results) / n,
+        "env_errors": sum(bool(r.error) for r in results),
+        "per_task_type": {
+            t: {"num_tasks": len(rs), "success_rate": sum(r.won for r in rs) / len(rs)}
+            for t, rs in sorted(by_type.items())
+        },
+        "episodes": [asdict(r) for r in results],
+    }
