@@ -9,6 +9,7 @@ Generation is batched across the episodes of a batch; environment steps run conc
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -251,6 +252,7 @@ class EnvRollout:
         for i, candidate in enumerate(self._envs):
             if candidate is env:
                 self._envs[i] = self.env_factory()
+        threading.Thread(target=env.close, daemon=True).start()  # may block on a hung in-thread env: never wait
 
     def metrics(self, episodes: list[Episode]) -> dict[str, float]:
         """`env/<name>/…` means over the episodes: success, score, turns, invalid rate, failures, per task type."""

@@ -13,10 +13,18 @@ ENV_CLASSES = {
 }
 
 
-def make_env(name: str, **kwargs) -> AgentEnv:
-    """Create environment `name` with constructor keyword arguments (imported lazily: engines are heavy)."""
+def make_env(name: str, *, subprocess: bool = False, **kwargs) -> AgentEnv:
+    """Create environment `name` with constructor keyword arguments (imported lazily: engines are heavy).
+
+    `subprocess=True` runs it in its own process (`SubprocessEnv`): parallel episodes for engines that are not
+    thread-safe (ALFWorld), and hung steps that can be killed.
+    """
     if name not in ENV_CLASSES:
         raise ValueError(f"Unknown environment {name!r}; expected one of {sorted(ENV_CLASSES)}.")
+    if subprocess:
+        from .subprocess_env import SubprocessEnv
+
+        return SubprocessEnv(name, **kwargs)
     module, cls = ENV_CLASSES[name]
     return getattr(import_module(module), cls)(**kwargs)
 
