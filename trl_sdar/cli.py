@@ -1,4 +1,4 @@
-"""`trl-sdar` console script (also `python -m trl_sdar.cli`): `eval` today; `train` and `plot` build on it."""
+"""`trl-sdar` console script (also `python -m trl_sdar.cli`, e.g. under `accelerate launch -m`): train|eval|plot."""
 
 from __future__ import annotations
 
@@ -52,14 +52,43 @@ def run_eval(args: argparse.Namespace) -> dict:
     return report
 
 
+def run_train(argv: list[str]) -> None:
+    """Parse the recipe; train here, or hand off to `accelerate launch` when the recipe asks for it."""
+    import os
+
+    from .launch import LAUNCHED_ENV, launch_with_accelerate, parse_train_args
+    from .train import RecipeError, run_training
+
+    try:
+        script, training, model, launch_args, cli_launch_args = parse_train_args(argv)
+        if launch_args and os.environ.get(LAUNCHED_ENV) != "1":
+            launch_with_accelerate(argv, launch_args, cli_launch_args)
+            return
+        run_training(script, training, model)
+    except (RecipeError, ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"trl-sdar train: error: {_one_line(error)}") from error
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    if "--bf16" in text and "GPU" in text or "bf16" in text and "not supported" in text:
+        return f"{text} Fix: set bf16: false and use_cpu: true on a machine without a GPU."
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trl-sdar", description="SDAR training and evaluation for TRL.")
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("train", help="train from a YAML recipe (--config) with overrides", add_help=False)
     _add_eval(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:
+        run_train(argv[1:])
+        return
     args = build_parser().parse_args(argv)
     args.func(args)
 

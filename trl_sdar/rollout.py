@@ -105,9 +105,11 @@ class EnvRollout:
         *,
         skills: Callable[[Task], str] | None = None,
         settings: RolloutSettings | None = None,
+        student_sees_skills: bool = False,
     ):
         self.env_factory = env_factory
         self.skills = skills
+        self.student_sees_skills = student_sees_skills  # the Skill-GRPO baseline: skills in the student prompt too
         self.settings = settings or RolloutSettings()
         self._envs: list[AgentEnv] = []
         self._task_of_prompt: dict[str, int] = {}
@@ -129,9 +131,10 @@ class EnvRollout:
         env, rows = self._env(0), []
         for task_id in task_ids:
             task = env.task(task_id)
-            content = env.prompt(task, env.reset(task_id))
+            content, context = env.prompt(task, env.reset(task_id)), self._context(task)
+            if self.student_sees_skills and context:
+                content = f"{context}\n\n{content}"
             self._task_of_prompt[content] = task_id
-            context = self._context(task)
             row = {"prompt": [{"role": "user", "content": content}], "task_id": task_id, "task_type": task.task_type}
             rows.append({**row, "privileged_context": context})
         return Dataset.from_list(rows)
