@@ -63,3 +63,28 @@ def test_bad_arguments_fail_clearly(capsys):
         main(["eval", "--env", "webshop", "--policy", "expert", "--num-tasks", "0"])
     with pytest.raises(ValueError, match="Unknown policy"):
         evaluate_policy(lambda: None, [0], "greedy")
+
+
+def test_eval_model_reports_avg_over_seeds_deterministically(tiny_model_dir, tmp_path):
+    args = ["eval", "--model", tiny_model_dir, "--env", "search_qa", "--num-tasks", "3", "--seeds", "0,1"]
+    args += ["--max-turn-tokens", "4", "--max-turns", "2", "--batch-size", "2"]
+    reports = []
+    for i in range(2):
+        out = tmp_path / f"m{i}.json"
+        main([*args, "--output", str(out)])
+        reports.append(json.loads(out.read_text()))
+    report = reports[0]
+    assert [s["seed"] for s in report["per_seed"]] == [0, 1] and report["task_ids"] == [0, 1, 2]
+    assert all(s["num_tasks"] == 3 for s in report["per_seed"])
+    assert 0.0 <= report["success_rate"] <= 1.0 and report["success_rate_std"] >= 0.0
+    assert all(1 <= e["turns"] <= 2 for s in report["per_seed"] for e in s["episodes"])
+    assert reports[0]["per_seed"] == reports[1]["per_seed"]  # seeded sampling: reproducible
+
+
+def test_shipped_manifest_pins_tasks(tmp_path):
+    out = tmp_path / "m.json"
+    main(["eval", "--policy", "expert", "--manifest", "search_qa_builtin_eval128", "--output", str(out)])
+    report = json.loads(out.read_text())
+    assert report["task_ids"] == list(range(128)) and report["success_rate"] == 1.0
+    with pytest.raises(SystemExit, match="alfworld_builtin_eval128"):
+        main(["eval", "--policy", "expert", "--manifest", "no_such_manifest"])

@@ -12,38 +12,102 @@ from .envs import ENV_CLASSES
 
 
 def _add_eval(sub) -> None:
-    p = sub.add_parser("eval", help="evaluate a policy on a built-in environment over a pinned task list")
-    p.add_argument("--env", required=True, choices=sorted(ENV_CLASSES))
-    p.add_argument("--policy", required=True, choices=["expert", "random"])
-    p.add_argument("--num-tasks", type=int, default=20, help="evaluate task ids start..start+N-1 (default 20)")
-    p.add_argument("--task-start", type=int, default=0, help="first task id (default 0)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the policy's sampling (default 0)")
+    p = sub.add_parser("eval", help="evaluate a model checkpoint or a scripted policy over a pinned task list")
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--model", help="model folder or LoRA adapter checkpoint to evaluate")
+    who.add_argument("--policy", choices=["expert", "random"], help="scripted baseline policy")
+    p.add_argument("--env", choices=sorted(ENV_CLASSES), help="environment (or take it from --manifest)")
+    p.add_argument(
+        "--manifest", help="pinned task list: a JSON file or a shipped name (e.g. alfworld_builtin_eval128)"
+    )
+    p.add_argument("--num-tasks", type=int, default=20, help="without a manifest: task ids start..start+N-1")
+    p.add_argument("--task-start", type=int, default=0, help="without a manifest: first task id (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random policy (default 0)")
+    p.add_argument("--seeds", default="0", help="model: comma-separated sampling seeds, averaged (avg@k)")
+    p.add_argument("--temperature", type=float, default=0.4, help="model sampling temperature (paper: 0.4)")
     p.add_argument("--max-turns", type=int, default=None, help="turn limit (default: the benchmark's)")
-    p.add_argument("--workers", type=int, default=4, help="concurrent episodes (default 4)")
+    p.add_argument("--max-turn-tokens", type=int, default=512, help="model: new tokens per turn")
+    p.add_argument("--max-episode-tokens", type=int, default=8192, help="model: token budget of an episode")
+    p.add_argument("--batch-size", type=int, default=16, help="model: episodes generated together")
+    p.add_argument("--student-skills", action="store_true", help="Skill-GRPO models: show skills in the prompt")
+    p.add_argument("--env-source", choices=["builtin", "real"], default="builtin")
+    p.add_argument("--env-data-dir", default=None, help="real benchmark data (see README)")
+    p.add_argument("--env-difficulty", choices=["easy", "default"], default="default", help="built-in ALFWorld")
+    p.add_argument("--workers", type=int, default=4, help="scripted policy: concurrent episodes")
     p.add_argument("--output", type=Path, default=None, help="write the JSON report here")
     p.set_defaults(func=run_eval)
 
 
-def run_eval(args: argparse.Namespace) -> dict:
-    from .envs import make_env
-    from .evaluation import evaluate_policy, summarize
+def load_manifest(name_or_path: str) -> dict:
+    """A task manifest from a JSON path or a shipped name (trl_sdar/manifests/<name>.json)."""
+    path = Path(name_or_path)
+    if not path.exists():
+        path = Path(__file__).parent / "manifests" / f"{name_or_path}.json"
+    if not path.exists():
+        shipped = sorted(p.stem for p in (Path(__file__).parent / "manifests").glob("*.json"))
+        raise SystemExit(f"error: --manifest {name_or_path!r} is neither a file nor one of {shipped}")
+    manifest = json.loads(path.read_text())
+    missing = {"env_name", "task_ids"} - manifest.keys()
+    if missing:
+        raise SystemExit(f"error: manifest {path} lacks {sorted(missing)}")
+    return manifest
 
-    if args.num_tasks < 1:
+
+def _eval_setup(args: argparse.Namespace):
+    from .envs import make_env
+    from .train import env_kwargs
+
+    manifest = load_manifest(args.manifest) if args.manifest else None
+    env_name = manifest["env_name"] if manifest else args.env
+    if env_name is None:
+        raise SystemExit("error: give --env or --manifest")
+    if manifest:
+        task_ids = list(manifest["task_ids"])
+    elif args.num_tasks < 1:
         raise SystemExit(f"error: --num-tasks must be >= 1, got {args.num_tasks}")
-    task_ids = list(range(args.task_start, args.task_start + args.num_tasks))
-    start = time.perf_counter()
+    else:
+        task_ids = list(range(args.task_start, args.task_start + args.num_tasks))
+    kwargs = env_kwargs(env_name, source=args.env_source, data_dir=args.env_data_dir, difficulty=args.env_difficulty,
+                        max_task_id=max(task_ids))  # fmt: skip
+    kwargs.update((manifest or {}).get("env_kwargs", {}))
+    return env_name, task_ids, lambda: make_env(env_name, **kwargs)
+
+
+def run_eval(args: argparse.Namespace) -> dict:
+    from .evaluation import evaluate_model, evaluate_policy, load_policy, summarize
+
+    env_name, task_ids, factory = _eval_setup(args)
+    start, who = time.perf_counter(), args.model or args.policy
 
     def progress(done: int, total: int) -> None:
-        print(f"\r[eval] {args.env} {args.policy}: {done}/{total} episodes", end="", file=sys.stderr, flush=True)
+        print(f"\r[eval] {env_name} {who}: {done}/{total} episodes", end="", file=sys.stderr, flush=True)
 
-    results = evaluate_policy(
-        lambda: make_env(args.env), task_ids, args.policy, seed=args.seed, max_turns=args.max_turns,
-        num_workers=args.workers, progress=progress,
-    )  # fmt: skip
+    if args.model:
+        from .train import resolve_model_path
+
+        model, tokenizer = load_policy(resolve_model_path(args.model))
+        skills = None
+        if args.student_skills:
+            from .skills import SkillSelector
+
+            skills = SkillSelector.builtin(env_name)
+        seeds = [int(s) for s in args.seeds.split(",")]
+        summary = evaluate_model(
+            model, tokenizer, factory, task_ids, seeds=seeds, temperature=args.temperature, max_turns=args.max_turns,
+            max_turn_tokens=args.max_turn_tokens, max_episode_tokens=args.max_episode_tokens,
+            batch_size=args.batch_size, student_skills=skills, progress=progress,
+        )  # fmt: skip
+        report = {"env": env_name, "model": args.model, "seeds": seeds, "temperature": args.temperature, **summary}
+    else:
+        results = evaluate_policy(factory, task_ids, args.policy, seed=args.seed, max_turns=args.max_turns,
+                                  num_workers=args.workers, progress=progress)  # fmt: skip
+        report = {"env": env_name, "policy": args.policy, "seed": args.seed, **summarize(results)}
     print(file=sys.stderr)
-    report = {"env": args.env, "policy": args.policy, "seed": args.seed, "task_ids": task_ids, **summarize(results)}
+    report["task_ids"] = task_ids
+    report["manifest"] = args.manifest
     report["seconds"] = round(time.perf_counter() - start, 2)
-    print(f"{args.env} / {args.policy}: success {report['success_rate']:.3f}, score {report['mean_score']:.3f} "
+    spread = f" ± {report['success_rate_std']:.3f}" if "success_rate_std" in report else ""
+    print(f"{env_name} / {who}: success {report['success_rate']:.3f}{spread}, score {report['mean_score']:.3f} "
           f"over {len(task_ids)} tasks ({report['seconds']} s)")  # fmt: skip
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -106,3 +106,80 @@ def summarize(results: Sequence[EpisodeResult]) -> dict:
         },
         "episodes": [asdict(r) for r in results],
     }
+
+
+def load_policy(model_path: str):
+    """(model, tokenizer) from a full model folder or a PEFT adapter checkpoint (adapter_config.json)."""
+    from pathlib import Path
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(model_path)
+    if (path / "adapter_config.json").exists():
+        from peft import AutoPeftModelForCausalLM
+
+        model = AutoPeftModelForCausalLM.from_pretrained(str(path))
+    else:
+        model = AutoModelForCausalLM.from_pretrained(str(path))
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model.eval(), tokenizer
+
+
+def evaluate_model(
+    model,
+    tokenizer,
+    env_factory: Callable[[], AgentEnv],
+    task_ids: Sequence[int],
+    *,
+    seeds: Sequence[int] = (0,),
+    temperature: float = 0.4,
+    max_turns: int | None = None,
+    max_turn_tokens: int = 512,
+    max_episode_tokens: int = 8192,
+    batch_size: int = 16,
+    student_skills: Callable | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Play every task once per seed with the model (sampling at `temperature`, the paper's 0.4) and report the
+    success rate per seed, their mean and spread (avg@k), and per-type success averaged over seeds."""
+    import statistics
+
+    import torch
+
+    from .generation import HFGenerator
+    from .rollout import ChatTurns, EnvRollout, RolloutSettings
+
+    settings = RolloutSettings(max_turns=max_turns, max_turn_tokens=max_turn_tokens, num_workers=batch_size)
+    rollout = EnvRollout(
+        env_factory, skills=student_skills, settings=settings, student_sees_skills=bool(student_skills)
+    )
+    prompts = [row["prompt"] for row in rollout.dataset(task_ids)]
+    generator, turns = HFGenerator(model, tokenizer, temperature=temperature), ChatTurns(tokenizer)
+    per_seed, done = [], 0
+    for seed in seeds:
+        torch.manual_seed(seed)
+        results = []
+        for start in range(0, len(task_ids), batch_size):
+            chunk = slice(start, start + batch_size)
+            episodes = rollout.run(task_ids[chunk], prompts[chunk], generator, turns, max_episode_tokens)
+            results += [
+                EpisodeResult(e.task.task_id, e.task.task_type, e.won, e.score, e.turns, e.error) for e in episodes
+            ]
+            done += len(episodes)
+            if progress:
+                progress(done, len(task_ids) * len(seeds))
+        per_seed.append({"seed": seed, **summarize(results)})
+    rates = [s["success_rate"] for s in per_seed]
+    types = sorted({t for s in per_seed for t in s["per_task_type"]})
+    return {
+        "success_rate": statistics.fmean(rates),
+        "success_rate_std": statistics.pstdev(rates),
+        "mean_score": statistics.fmean(s["mean_score"] for s in per_seed),
+        "per_task_type": {
+            t: statistics.fmean(s["per_task_type"][t]["success_rate"] for s in per_seed if t in s["per_task_type"])
+            for t in types
+        },
+        "per_seed": per_seed,
+    }

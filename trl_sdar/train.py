@@ -61,20 +61,26 @@ def check_device(training_args) -> None:
         raise RecipeError("bf16/fp16 need a GPU; on CPU set bf16: false (and use_cpu: true).")
 
 
-def env_kwargs(script: SDARScriptArguments) -> dict:
-    """Constructor arguments of the chosen environment from the recipe."""
-    name, real = script.env_name, script.env_source == "real"
-    if name == "alfworld":
+def env_kwargs(
+    env_name: str,
+    *,
+    source: str = "builtin",
+    data_dir: str | None = None,
+    difficulty: str = "default",
+    retriever_url: str | None = None,
+    max_task_id: int = 0,
+) -> dict:
+    """Constructor arguments of an environment from recipe / CLI values (`max_task_id`: highest id to be used)."""
+    real = source == "real"
+    if env_name == "alfworld":
         from .envs.alfworld_games import DEFAULT, EASY
 
-        kwargs = {"source": script.env_source, "difficulty": EASY if script.env_difficulty == "easy" else DEFAULT}
-        return {**kwargs, "data_dir": script.env_data_dir} if real else kwargs
-    if name == "webshop":
-        if real:
-            return {"source": "real", "data_dir": script.env_data_dir}
-        return {"num_goals": script.train_task_start + script.num_train_tasks}
-    kwargs = {"retriever_url": script.retriever_url}
-    return {**kwargs, "corpus_path": script.env_data_dir} if real else kwargs
+        kwargs = {"source": source, "difficulty": EASY if difficulty == "easy" else DEFAULT}
+        return {**kwargs, "data_dir": data_dir} if real else kwargs
+    if env_name == "webshop":
+        return {"source": "real", "data_dir": data_dir} if real else {"num_goals": max(500, max_task_id + 1)}
+    kwargs = {"retriever_url": retriever_url}
+    return {**kwargs, "corpus_path": data_dir} if real else kwargs
 
 
 def build_skill_selector(script: SDARScriptArguments):
@@ -92,7 +98,14 @@ def build_env_rollout(script: SDARScriptArguments):
     from .envs import make_env
     from .rollout import EnvRollout, RolloutSettings
 
-    kwargs = env_kwargs(script)
+    kwargs = env_kwargs(
+        script.env_name,
+        source=script.env_source,
+        data_dir=script.env_data_dir,
+        difficulty=script.env_difficulty,
+        retriever_url=script.retriever_url,
+        max_task_id=script.train_task_start + script.num_train_tasks - 1,
+    )
     settings = RolloutSettings(
         max_turns=script.max_turns,
         max_turn_tokens=script.max_turn_tokens,
