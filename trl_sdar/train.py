@@ -174,8 +174,20 @@ def run_training(script: SDARScriptArguments, training_args, model_args) -> Path
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     output = Path(training_args.output_dir)
     trainer.save_model(str(output))
+    checksums = _trainable_checksums(trainer)  # collective: every rank takes part
     if trainer.accelerator.is_main_process:
         tokenizer.save_pretrained(str(output))
         (output / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+        summary = {"num_processes": trainer.accelerator.num_processes, "trainable_checksum_per_rank": checksums}
+        (output / "train_summary.json").write_text(json.dumps(summary, indent=1))
         trainer.accelerator.print(f"Model saved to {output}; metrics in {output / 'log_history.json'}.")
     return output
+
+
+def _trainable_checksums(trainer) -> list[float]:
+    """Sum of the trainable weights on each rank: equal values mean the ranks stayed in sync."""
+    import torch
+
+    params = [p.detach().float().sum() for p in trainer.model.parameters() if p.requires_grad]
+    local = torch.stack(params).sum().reshape(1).to(trainer.accelerator.device)
+    return trainer.accelerator.gather(local).tolist()
