@@ -27,6 +27,11 @@ def test_train_from_recipe_with_override(tmp_path):
     assert len(steps) == 2 and all("sdar/gate_mean" in h and "env/webshop/success" in h for h in steps)
     assert (out / "model.safetensors").exists() and (out / "tokenizer_config.json").exists()
     assert json.loads((out / "train_summary.json").read_text())["num_processes"] == 1
+    main(["plot", str(out)])  # the run's figures, from the log history the command wrote
+    for name in ("reward.png", "sdar_gate.png", "losses.png"):
+        assert (out / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(SystemExit, match="Run directory not found"):
+        main(["plot", str(tmp_path / "missing")])
 
 
 def _error(argv, capsys=None) -> str:

@@ -116,6 +116,32 @@ def run_eval(args: argparse.Namespace) -> dict:
     return report
 
 
+def _add_plot(sub) -> None:
+    p = sub.add_parser("plot", help="PNG figures of one run, or several runs overlaid")
+    p.add_argument("run_dirs", nargs="+", type=Path, help="training output_dir(s)")
+    p.add_argument("--labels", default=None, help="comma-separated legend labels (default: folder names)")
+    p.add_argument("--output-dir", type=Path, default=None, help="default: <first run>/plots")
+    p.add_argument("--smooth", type=float, default=0.0, help="EMA smoothing in [0, 1) (default 0: raw)")
+    p.set_defaults(func=run_plot)
+
+
+def run_plot(args: argparse.Namespace) -> list[Path]:
+    from .plotting import format_summary, plot_runs, summarize_run
+
+    labels = args.labels.split(",") if args.labels else None
+    output = args.output_dir or args.run_dirs[0] / "plots"
+    try:
+        paths = plot_runs(args.run_dirs, output, labels=labels, smooth=args.smooth)
+        summaries = [summarize_run(run) for run in args.run_dirs]
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"trl-sdar plot: error: {error}") from error
+    for summary in summaries:
+        print(format_summary(summary))
+    for path in paths:
+        print(f"figure: {path}")
+    return paths
+
+
 def run_train(argv: list[str]) -> None:
     """Parse the recipe; train here, or hand off to `accelerate launch` when the recipe asks for it."""
     import os
@@ -145,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("train", help="train from a YAML recipe (--config) with overrides", add_help=False)
     _add_eval(sub)
+    _add_plot(sub)
     return parser
 
 
