@@ -113,3 +113,37 @@ def test_aggregate_like_grpo_matches_trl_normalisers(loss_type, kwargs, expected
 def test_aggregate_rejects_unknown_loss_type():
     with pytest.raises(ValueError, match="nope"):
         aggregate_like_grpo(torch.ones(1, 1), torch.ones(1, 1), "nope")
+
+
+def test_skill_sd_k3_and_ratio_hand_computed():
+    from trl_sdar.losses import skill_sd_per_token_loss
+
+    s = torch.tensor([[-1.0, -2.0]], requires_grad=True)
+    u = torch.tensor([[-1.5, -2.0]])
+    old = torch.tensor([[-1.0, -2.5]])
+    per_token, gate, gap = skill_sd_per_token_loss(s, u, old)
+    # token 1: ℓ = 0.5, k3 = e^−0.5 − 1 + 0.5 = 0.1065307, ρ = e^0 = 1
+    # token 2: ℓ = 0,   k3 = 0,                            ρ = e^0.5
+    assert torch.allclose(per_token, torch.tensor([[math.exp(-0.5) - 0.5, 0.0]]), atol=1e-6)
+    assert torch.all(gate == 1) and torch.allclose(gap, torch.tensor([[-0.5, 0.0]]))
+    per_token.sum().backward()
+    # d/ds [ρ·k3] = ρ·k3 + ρ·(1 − e^−ℓ): token 1 = 0.1065307 + (1 − 0.6065307) = 0.5; token 2 = 0 + e^0.5·0 = 0
+    assert torch.allclose(s.grad, torch.tensor([[0.5, 0.0]]), atol=1e-6)
+    big = skill_sd_per_token_loss(torch.tensor([[30.0]]), torch.tensor([[29.0]]), torch.tensor([[0.0]]))[0]
+    assert big.item() == pytest.approx(math.exp(10.0) * (math.exp(-1.0) - 1 + 1.0), rel=1e-5)  # ρ capped at e^10
+
+
+def test_rlsd_advantages_and_schedule():
+    from trl_sdar.losses import rlsd_advantages, rlsd_lambda
+
+    assert rlsd_lambda(0) == 0.5 and rlsd_lambda(50) == pytest.approx(0.25) and rlsd_lambda(100) == 0.0
+    assert rlsd_lambda(150) == 0.0
+    adv = torch.tensor([2.0, -1.0])
+    u = torch.tensor([[-1.0, -3.0], [-1.0, -1.0]])
+    s = torch.tensor([[-1.1, -1.0], [-1.5, -1.0]])
+    out = rlsd_advantages(adv, u, s, lam=0.5)
+    # row 0 (A>0): Δ = [0.1, −2] → w = [e^0.1 = 1.10517, clip(e^−2) = 0.8]
+    # row 1 (A<0): Δ = [0.5, 0]  → w = [clip(e^−0.5) = 0.8, 1]
+    expected = torch.tensor([[2 * (0.5 + 0.5 * math.exp(0.1)), 2 * (0.5 + 0.4)], [-1 * (0.5 + 0.4), -1.0]])
+    assert torch.allclose(out, expected, atol=1e-6)
+    assert torch.allclose(rlsd_advantages(adv, u, s, lam=0.0), adv.unsqueeze(1).expand(2, 2))

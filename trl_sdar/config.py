@@ -8,7 +8,7 @@ from trl import GRPOConfig
 
 TEACHER_MODEL_KINDS = ("live", "base", "ema")
 CONTEXT_PLACEMENTS = ("prefix", "system")
-DISTILL_LOSS_TYPES = ("sdar", "naive")
+DISTILL_LOSS_TYPES = ("sdar", "naive", "skill_sd", "rlsd")
 
 
 def _check_choice(name: str, value: object, valid: tuple[str, ...]) -> None:
@@ -32,9 +32,15 @@ class SDARConfig(GRPOConfig):
             β of the gate `g_t = σ(β · Δ_t)` on the detached teacher–student gap `Δ_t = u_t − s_t`. `0.0` gives a
             constant gate of 0.5 (the reference code's "naive" GRPO+OPSD).
         distill_loss_type (`str`, *optional*, defaults to `"sdar"`):
+            The teacher term, which makes every baseline of the paper one value away (METHOD.md §5):
             `"sdar"`: the gated term `g_t · (sg(u_t) − s_t)` (pushes sampled tokens up only). `"naive"`: the ungated
             signed sampled-token reverse-KL surrogate `−sg(Δ_t) · s_t`, which also pushes teacher-rejected tokens down
-            (the unstable GRPO+OPSD baseline).
+            (the unstable GRPO+OPSD baseline). `"skill_sd"`: `ρ_t · k3_t` with the k3 KL estimator (Skill-SD; the
+            paper's coefficient is 0.001). `"rlsd"`: no extra loss; the token advantages are reshaped by the teacher
+            gap (RLSD, λ_t = 0.5·(1 − step/100)); `sdar_coef` only switches the teacher on.
+        rl_loss_coef (`float`, *optional*, defaults to `1.0`):
+            Weight of the whole GRPO loss (policy, KL and entropy terms). `0.0` with `sdar_coef > 0` is the OPSD
+            baseline: the distillation term alone.
 
         > Parameters that control the teacher
 
@@ -74,7 +80,11 @@ class SDARConfig(GRPOConfig):
     )
     distill_loss_type: str = field(
         default="sdar",
-        metadata={"help": "Distillation term: 'sdar' (gated, push-up only) or 'naive' (ungated signed surrogate)."},
+        metadata={"help": "Teacher term: sdar (gated) | naive (GRPO+OPSD) | skill_sd (k3) | rlsd (advantages)."},
+    )
+    rl_loss_coef: float = field(
+        default=1.0,
+        metadata={"help": "Weight of the GRPO loss; 0 with sdar_coef > 0 is the OPSD baseline (distillation only)."},
     )
     teacher_model_kind: str = field(
         default="live",
@@ -116,6 +126,10 @@ class SDARConfig(GRPOConfig):
                 f"SDARConfig.sdar_gate_beta={self.sdar_gate_beta!r} is not valid; expected a number >= 0."
             )
         _check_choice("distill_loss_type", self.distill_loss_type, DISTILL_LOSS_TYPES)
+        if not self.rl_loss_coef >= 0.0:
+            raise ValueError(f"SDARConfig.rl_loss_coef={self.rl_loss_coef!r} is not valid; expected a number >= 0.")
+        if self.rl_loss_coef == 0.0 and self.sdar_coef == 0.0:
+            raise ValueError("SDARConfig.rl_loss_coef=0.0 with sdar_coef=0.0 leaves no loss; set one of them > 0.")
         _check_choice("teacher_model_kind", self.teacher_model_kind, TEACHER_MODEL_KINDS)
         _check_choice("teacher_context_placement", self.teacher_context_placement, CONTEXT_PLACEMENTS)
         if not 0.0 < self.teacher_update_rate <= 1.0:

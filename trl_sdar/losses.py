@@ -92,3 +92,37 @@ def aggregate_like_grpo(
     if loss_type == "luspo":
         return masked.sum(-1).mean() / accumulation
     raise ValueError(f"Unknown loss_type {loss_type!r} for the SDAR term.")
+
+
+def skill_sd_per_token_loss(
+    student_logps: torch.Tensor, teacher_logps: torch.Tensor, old_logps: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Skill-SD baseline (METHOD.md §5): `ρ_t · k3_t` with ℓ_t = s_t − u_t, k3_t = exp(−ℓ_t) − 1 + ℓ_t (the k3
+    estimator of KL(student‖teacher) on the sampled token) and ρ_t = exp(min(s_t − s_old,t, 10)).
+
+    Gradient flows through s_t in both factors. Returns `(per_token_loss, gate, gap)`; the gate is all ones.
+    """
+    ell = student_logps - teacher_logps.detach()
+    k3 = torch.exp(-ell) - 1.0 + ell
+    rho = torch.exp(torch.clamp(student_logps - old_logps.detach(), max=10.0))
+    gap = teacher_logps.detach() - student_logps.detach()
+    return rho * k3, torch.ones_like(gap), gap
+
+
+def rlsd_lambda(step: int, start: float = 0.5, horizon: int = 100) -> float:
+    """RLSD's mixing weight λ_t = start · (1 − step / horizon), and 0 from `horizon` on."""
+    return start * (1.0 - step / horizon) if step < horizon else 0.0
+
+
+def rlsd_advantages(
+    advantages: torch.Tensor, teacher_logps: torch.Tensor, student_logps: torch.Tensor, lam: float, clip: float = 0.2
+) -> torch.Tensor:
+    """RLSD baseline: token advantages Â_t = A · ((1 − λ) + λ · clip(exp(sign(A) · Δ_t), 1 − clip, 1 + clip)).
+
+    `advantages` is (B,) per sequence; the result is (B, T). Δ_t = u_t − s_t (both detached): where the teacher
+    agrees more than the student, positive advantages grow and negative ones shrink (and the reverse).
+    """
+    gap = (teacher_logps - student_logps).detach()
+    sign = torch.sign(advantages).unsqueeze(1)  # (B, 1)
+    weight = torch.clamp(torch.exp(sign * gap), 1.0 - clip, 1.0 + clip)
+    return advantages.unsqueeze(1) * ((1.0 - lam) + lam * weight)

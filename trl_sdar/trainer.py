@@ -15,7 +15,14 @@ from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import get_config_model_id
 
 from .config import SDARConfig
-from .losses import aggregate_like_grpo, naive_opsd_per_token_loss, sdar_per_token_loss
+from .losses import (
+    aggregate_like_grpo,
+    naive_opsd_per_token_loss,
+    rlsd_advantages,
+    rlsd_lambda,
+    sdar_per_token_loss,
+    skill_sd_per_token_loss,
+)
 from .teacher import ContextTokenizer, Teacher, build_teacher_prompts
 
 logger = logging.getLogger(__name__)
@@ -49,6 +56,9 @@ class SDARTrainer(GRPOTrainer):
       forward runs once per micro-batch.
     * `_compute_loss`: adds `λ · L_SDAR`, reduced with the normaliser of the configured GRPO `loss_type`, and logs
       `sdar/*` metrics over trained tokens (environment tokens and padding excluded), gathered across processes.
+
+    The paper's baselines are config values (`distill_loss_type`, `rl_loss_coef`, `sdar_coef`); RLSD reshapes the
+    advantages at rollout time instead of adding a loss.
     """
 
     _tag_names = ["trl", "grpo", "sdar"]
@@ -66,7 +76,7 @@ class SDARTrainer(GRPOTrainer):
         self._student_logps: torch.Tensor | None = None
         self._warned: set[str] = set()
         self.teacher: Teacher | None = None
-        if args.sdar_coef > 0:
+        if args.sdar_coef > 0 or args.distill_loss_type == "rlsd":
             self.teacher = Teacher(self.accelerator.unwrap_model(self.model), args)
             if args.teacher_model_kind == "ema":
                 self.add_callback(_EMATeacherCallback(self.teacher))
@@ -101,11 +111,28 @@ class SDARTrainer(GRPOTrainer):
         output["teacher_prompt_ids"] = prompts.ids
         output["teacher_prompt_mask"] = prompts.mask
         output["sdar_row_mask"] = prompts.has_teacher.to(output["completion_mask"].dtype)
-        if not self.args.teacher_logps_per_microbatch:
-            mode = "train" if self.model.training else "eval"
-            batch = self.args.per_device_train_batch_size if mode == "train" else self.args.per_device_eval_batch_size
+        mode = "train" if self.model.training else "eval"
+        batch = self.args.per_device_train_batch_size if mode == "train" else self.args.per_device_eval_batch_size
+        if not self.args.teacher_logps_per_microbatch or self.args.distill_loss_type == "rlsd":
             output["teacher_per_token_logps"] = self._teacher_logps(output, batch_size=batch)
+        if self.args.distill_loss_type == "rlsd":
+            self._reshape_advantages_rlsd(output, batch)
         return output
+
+    def _reshape_advantages_rlsd(self, output, batch_size: int) -> None:
+        """RLSD: (B,) advantages → (B, T) token advantages from the rollout-time teacher gap (rows with a teacher)."""
+        student = output.get("old_per_token_logps")
+        if student is None:
+            ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
+            attention = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
+            with torch.no_grad():
+                student, _, _ = self._get_per_token_logps_and_entropies(
+                    self.model, ids, attention, output["completion_ids"].size(1), batch_size=batch_size
+                )
+        lam = rlsd_lambda(self.state.global_step) * output["sdar_row_mask"].unsqueeze(1)  # (B, 1)
+        reshaped = rlsd_advantages(output["advantages"], output["teacher_per_token_logps"], student, lam=1.0)
+        plain = output["advantages"].unsqueeze(1)
+        output["advantages"] = (1 - lam) * plain + lam * reshaped
 
     def _log_context_metrics(self, prompts, has_context: list[bool]) -> None:
         mode = "train" if self.model.training else "eval"
@@ -164,7 +191,7 @@ class SDARTrainer(GRPOTrainer):
             return super()._compute_loss(model, inputs)
         self._capture_student_logps = True
         try:
-            loss = super()._compute_loss(model, inputs)
+            loss = self.args.rl_loss_coef * super()._compute_loss(model, inputs)
         finally:
             self._capture_student_logps = False
         student_logps, self._student_logps = self._student_logps, None
@@ -175,12 +202,18 @@ class SDARTrainer(GRPOTrainer):
         if "tool_mask" in inputs:
             mask = mask * inputs["tool_mask"]  # environment / tool tokens are never trained nor distilled
         row_mask = inputs["sdar_row_mask"].unsqueeze(1)  # (B, 1): rows without a teacher contribute zero
-        if self.args.distill_loss_type == "sdar":
-            per_token, gate, gap = sdar_per_token_loss(
-                student_logps, teacher_logps, gate_beta=self.args.sdar_gate_beta
-            )
-        else:
+        kind = self.args.distill_loss_type
+        if kind == "sdar":
+            beta = self.args.sdar_gate_beta
+            per_token, gate, gap = sdar_per_token_loss(student_logps, teacher_logps, gate_beta=beta)
+        elif kind == "naive":
             per_token, gate, gap = naive_opsd_per_token_loss(student_logps, teacher_logps)
+        elif kind == "skill_sd":
+            old = inputs.get("old_per_token_logps", student_logps.detach())
+            per_token, gate, gap = skill_sd_per_token_loss(student_logps, teacher_logps, old)
+        else:  # rlsd: the teacher already acted through the advantages; log its gap, add nothing
+            per_token = torch.zeros_like(student_logps)
+            gate, gap = torch.ones_like(student_logps), (teacher_logps - student_logps).detach()
         mode = "train" if self.model.training else "eval"
         sdar_loss = aggregate_like_grpo(
             per_token * row_mask,
