@@ -178,3 +178,37 @@ def test_vllm_generator_uses_turn_budget_and_returns_sampled_logprobs():
     out = VLLMGenerator(SimpleNamespace(vllm_generation=fake)).generate([[1, 2], [3]], max_new_tokens=7)
     assert [o.ids for o in out] == [[5, 6], [5, 6]] and out[0].logprobs == [-0.5, -0.25]
     assert calls[0][1] == 7 and calls[0][2] == 1 and fake.max_completion_length == 512
+
+
+QWEN3_LIKE = (
+    "{% for m in messages %}{% if m.role == 'assistant' %}<|im_start|>assistant\n"
+    "{{ m.content.split('</think>')[-1].lstrip('\n') }}<|im_end|>\n"
+    "{% else %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}"
+)
+
+
+def test_reply_tokens_follow_template_kwargs_and_history_rewriting_templates(tiny_model_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokenizer.chat_template = QWEN3_LIKE  # drops <think> from earlier turns: not prefix-preserving
+    turns = ChatTurns(tokenizer, {"enable_thinking": False})
+    reply = tokenizer.decode(turns.reply_ids("a sink", model_ended_with_eos=True))
+    assert reply == "\n<|im_start|>user\na sink<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+    truncated = turns.reply_ids("a sink", model_ended_with_eos=False)
+    assert truncated[0] == tokenizer.eos_token_id  # the env closes a turn the model did not finish
+    prompt = tokenizer.decode(turns.prompt_ids([{"role": "user", "content": "go"}]))
+    assert prompt.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+    tokenizer.chat_template = "{% for m in messages %}{{ m.role }}{% endfor %}"
+    with pytest.raises(ValueError, match="drops message contents"):
+        ChatTurns(tokenizer)
+
+
+def test_each_episode_keeps_its_own_turn_budget(tokenizer):
+    long_turn = "<think>" + "word " * 40 + "</think>"  # format-invalid: the episode goes on
+    settings = RolloutSettings(max_turns=2, max_turn_tokens=50)
+    _, episodes, generator = _play(tokenizer, [1, 2], {1: [long_turn], 2: ["no tags"]}, budget=150, settings=settings)
+    # after turn 1 the long episode has 50 + 70 tokens (room 30), the short one 12 + 69 (room 69): the second turn
+    # is not cut to the smallest room for everyone; the long episode alone is cut to its budget
+    assert generator.calls == [(2, 50), (2, 50)]
+    assert len(episodes[0].completion_ids) == 150 and len(episodes[1].completion_ids) < 150

@@ -26,36 +26,44 @@ INVALID_FORMAT_FEEDBACK = "Invalid response: reason inside <think>…</think>, t
 
 
 class ChatTurns:
-    """Token ids of the environment's reply after a model turn, cut from the chat template itself."""
+    """Token ids of the environment's reply after a model turn, cut from the chat template itself.
 
-    _PLACEHOLDER = "\x00FEEDBACK\x00"
+    The reply is what the template puts after an assistant message when a user message follows and the next assistant
+    turn opens: `<|im_end|>\n<|im_start|>user\n{feedback}<|im_end|>\n<|im_start|>assistant\n` for ChatML. Only that
+    continuation is rendered, never the history, so templates that re-render earlier turns differently (Qwen3 drops
+    their `<think>` blocks) work too; `chat_template_kwargs` (e.g. `enable_thinking: false`) are applied.
+    """
 
-    def __init__(self, tokenizer):
+    _ASSISTANT, _FEEDBACK = "\x00ASSISTANT\x00", "\x00FEEDBACK\x00"
+
+    def __init__(self, tokenizer, chat_template_kwargs: dict | None = None):
         self.tokenizer = tokenizer
-        convo = [{"role": "user", "content": "U"}, {"role": "assistant", "content": "A"}]
-        before = self._render(convo, add_generation_prompt=False)
-        after = self._render([*convo, {"role": "user", "content": self._PLACEHOLDER}], add_generation_prompt=True)
-        if not after.startswith(before):
-            raise ValueError("The chat template is not prefix-preserving; multi-turn rollouts need one that is.")
-        self._suffix = after[len(before) :]  # e.g. "<|im_start|>user\n{feedback}<|im_end|>\n<|im_start|>assistant\n"
+        self.template_kwargs = dict(chat_template_kwargs or {})
+        convo = [
+            {"role": "user", "content": "U"},
+            {"role": "assistant", "content": self._ASSISTANT},
+            {"role": "user", "content": self._FEEDBACK},
+        ]
+        rendered = self._render(convo)
+        if self._ASSISTANT not in rendered or self._FEEDBACK not in rendered:
+            raise ValueError("The chat template drops message contents; multi-turn rollouts cannot use it.")
+        tail = rendered[rendered.index(self._ASSISTANT) + len(self._ASSISTANT) :]
         eos_text = tokenizer.eos_token or ""
-        tail = before[before.rindex("A") + 1 :]  # what the template puts after an assistant message, EOS first
         self._after_eos = tail[len(eos_text) :] if eos_text and tail.startswith(eos_text) else tail
         self.eos_token_id = tokenizer.eos_token_id
 
-    def _render(self, messages, add_generation_prompt: bool) -> str:
-        tokenizer = self.tokenizer
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    def _render(self, messages) -> str:
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True, **self.template_kwargs
+        )
 
     def prompt_ids(self, messages: list[dict]) -> list[int]:
-        text = self._render(messages, add_generation_prompt=True)
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return self.tokenizer(self._render(messages), add_special_tokens=False)["input_ids"]
 
     def reply_ids(self, feedback: str, model_ended_with_eos: bool) -> list[int]:
         """Environment tokens after a model turn: close the turn (EOS if the model did not), the user message with
         `feedback`, and the next assistant header."""
-        text = self._after_eos + self._suffix.replace(self._PLACEHOLDER, feedback)
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = self.tokenizer(self._after_eos.replace(self._FEEDBACK, feedback), add_special_tokens=False)["input_ids"]
         return ids if model_ended_with_eos else [self.eos_token_id, *ids]
 
 
@@ -165,7 +173,8 @@ class EnvRollout:
         budget = self.settings.max_episode_tokens or trainer.args.max_completion_length
         sync = _any_active_fn(trainer.accelerator) if trainer.args.use_vllm else None
         task_ids = [self.task_id_of(p) for p in prompts]
-        episodes = self.run(task_ids, prompts, generator, ChatTurns(tokenizer), budget, any_active=sync)
+        turns = ChatTurns(tokenizer, getattr(trainer, "chat_template_kwargs", None))
+        episodes = self.run(task_ids, prompts, generator, turns, budget, any_active=sync)
         log_metric = getattr(trainer, "_log_metric", None)
         if log_metric is not None:
             for name, value in self.metrics(episodes).items():
@@ -193,8 +202,9 @@ class EnvRollout:
             if not (any_active(bool(active)) if any_active else active):
                 break
             t0 = time.perf_counter()
-            room = [budget - len(e.completion_ids) for e in active]
-            max_new = max(1, min([self.settings.max_turn_tokens, *room]))
+            # one generate call per turn: the largest remaining room; each episode is cut to its own room after
+            room = max(budget - len(e.completion_ids) for e in active)
+            max_new = max(1, min(self.settings.max_turn_tokens, room))
             outs = generator.generate([e.prompt_ids + e.completion_ids for e in active], max_new)
             gen_s += time.perf_counter() - t0
             self._play_turn(active, outs, turns, budget)
