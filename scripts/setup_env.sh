@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${TRL_SDAR_VENV:-.venv}"
-EXTRAS="${TRL_SDAR_EXTRAS:-dev,envs,plot,embeddings}"
+EXTRAS="${TRL_SDAR_EXTRAS:-dev,envs,plot,embeddings}"  # quickstart: envs,plot
 if [ ! -x "$VENV/bin/python" ]; then
     echo "[setup] creating virtual environment in $VENV"
     python3 -m venv "$VENV"
