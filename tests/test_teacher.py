@@ -141,3 +141,21 @@ def test_non_peft_base_teacher_is_a_frozen_copy(tiny_model_dir):
     assert teacher.copy is not model and all(not p.requires_grad for p in teacher.teacher_params())
     live = Teacher(model, _args("live"))
     assert live.copy is None and live.teacher_params() == []
+
+
+def test_prompt_bos_only_for_tokenizers_that_prepend_it(tokenizer):
+    from trl_sdar.teacher import prompt_bos_token_id
+
+    assert prompt_bos_token_id(tokenizer) is None  # the tiny Qwen2 tokenizer has no BOS
+
+    class Prepends:
+        bos_token_id = 1
+
+        def __call__(self, text):
+            return {"input_ids": [1, 5]}
+
+    class DeclaresOnly(Prepends):
+        def __call__(self, text):
+            return {"input_ids": [5]}
+
+    assert prompt_bos_token_id(Prepends()) == 1 and prompt_bos_token_id(DeclaresOnly()) is None

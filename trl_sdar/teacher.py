@@ -86,6 +86,15 @@ def build_teacher_prompts(
     )
 
 
+def prompt_bos_token_id(tokenizer) -> int | None:
+    """The BOS id if the tokenizer puts it in front of every prompt (Llama), else None.
+
+    SmolLM2 declares `<|im_start|>` as its "bos" without prepending it: that one must not pin the context's place.
+    """
+    bos = tokenizer.bos_token_id
+    return bos if bos is not None and tokenizer("a")["input_ids"][:1] == [bos] else None
+
+
 class ContextTokenizer:
     """Turns a row's privileged context (text or chat messages) into token ids, once per distinct context."""
 

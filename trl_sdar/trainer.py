@@ -23,7 +23,7 @@ from .losses import (
     sdar_per_token_loss,
     skill_sd_per_token_loss,
 )
-from .teacher import ContextTokenizer, Teacher, build_teacher_prompts
+from .teacher import ContextTokenizer, Teacher, build_teacher_prompts, prompt_bos_token_id
 
 logger = logging.getLogger(__name__)
 
@@ -80,13 +80,9 @@ class SDARTrainer(GRPOTrainer):
             self.teacher = Teacher(self.accelerator.unwrap_model(self.model), args)
             if args.teacher_model_kind == "ema":
                 self.add_callback(_EMATeacherCallback(self.teacher))
-            tokenizer = self._tokenizer
-            adds_bos = tokenizer.bos_token_id is not None and tokenizer("a")["input_ids"][:1] == [
-                tokenizer.bos_token_id
-            ]
-            self._bos_token_id = tokenizer.bos_token_id if adds_bos else None
+            self._bos_token_id = prompt_bos_token_id(self._tokenizer)
             self._context_tokenizer = ContextTokenizer(
-                tokenizer, placement=args.teacher_context_placement, header=args.teacher_context_header
+                self._tokenizer, placement=args.teacher_context_placement, header=args.teacher_context_header
             )
 
     # ----------------------------------------------------------------------------------------------- rollout time
