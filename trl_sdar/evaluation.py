@@ -118,7 +118,7 @@ def load_policy(model_path: str):
     if (path / "adapter_config.json").exists():
         from peft import AutoPeftModelForCausalLM
 
-        model = AutoPeftModelForCausalLM.from_pretrained(str(path))
+        model = AutoPeftModelForCausalLM.from_pretrained(str(path)).merge_and_unload()  # inference only: merged
     else:
         model = AutoModelForCausalLM.from_pretrained(str(path))
     tokenizer = AutoTokenizer.from_pretrained(str(path))
