@@ -63,6 +63,8 @@ def test_unknown_yaml_key_and_bad_yaml(tmp_path):
         (["--use_vllm", "true"], "use_vllm: true needs a CUDA GPU"),
         (["--skills", "magic"], "skills='magic' is not valid"),
         (["--env_name", "minecraft"], "env_name='minecraft' is not valid"),
+        (["--bf16", "true"], "bf16/fp16 need a GPU"),
+        (["--env_name", "alfworld", "--env_source", "real", "--env_data_dir", "/no/alfworld"], "alfworld-download"),
     ],
 )
 def test_user_errors_are_one_clear_line(override, expected, tmp_path, monkeypatch):
@@ -89,3 +91,19 @@ def test_two_cpu_processes_gather_metrics_and_agree_on_weights(tmp_path):
     # 2 rows per rank, each with context: counts summed over both processes, i.e. the global batch of 4 rows
     assert all(h["sdar/rows_without_teacher"] == 0 for h in steps)
     assert all(h["sdar/distilled_tokens"] > 32 for h in steps)  # one rank alone has at most 2 rows × 2 turns × 8
+
+
+def test_prompt_dataset_with_reward_functions(tmp_path):
+    data = tmp_path / "prompts"
+    data.mkdir()
+    rows = [{"prompt": [{"role": "user", "content": f"task {i}"}], "privileged_context": "think"} for i in range(4)]
+    (data / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    out = tmp_path / "run"
+    main(["train", "--config", RECIPE, "--env_name", "null", "--dataset_name", str(data), "--output_dir", str(out),
+          "--reward_funcs", "trl.rewards.think_format_reward", "--max_completion_length", "8"])  # fmt: skip
+    steps = [h for h in json.loads((out / "log_history.json").read_text()) if "loss" in h]
+    assert len(steps) == 2 and all(h["sdar/rows_without_teacher"] == 0 for h in steps)
+    assert "rewards/think_format_reward/mean" in steps[0]
+    message = _error(["train", "--config", RECIPE, "--env_name", "null", "--dataset_name", str(data),
+                      "--output_dir", str(tmp_path / "r2")])  # fmt: skip
+    assert "reward_funcs is required" in message

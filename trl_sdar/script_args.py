@@ -90,6 +90,8 @@ class SDARScriptArguments(ScriptArguments):
     def __post_init__(self):
         from .envs import ENV_CLASSES
 
+        if self.env_name in ("", "null", "none", "None"):  # `--env_name null` on the command line, as in YAML
+            self.env_name = None
         checks = {"env_source": ENV_SOURCES, "env_difficulty": DIFFICULTIES, "skills": SKILL_MODES}
         for name, valid in checks.items():
             if getattr(self, name) not in valid:
