@@ -108,9 +108,7 @@ class SDARConfig(GRPOConfig):
     )
     teacher_max_prompt_length: int | None = field(
         default=None,
-        metadata={
-            "help": "Teacher prompt token limit; the student prompt is trimmed first, never the context."
-        },
+        metadata={"help": "Teacher prompt token limit; the student prompt is trimmed first, never the context."},
     )
     teacher_logps_per_microbatch: bool = field(
         default=False,
