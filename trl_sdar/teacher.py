@@ -209,7 +209,8 @@ class Teacher:
     def scoring(self, policy: nn.Module) -> Iterator[nn.Module]:
         """Yield the module to run for teacher log-probs (call it under `torch.no_grad()`)."""
         if self.copy is not None:
-            yield self.copy
+            # The trainer may place the policy after __init__ (accelerate/DeepSpeed prepare): follow it.
+            yield self.copy.to(next(policy.parameters()).device)
             return
         with _restored_state(self.model):
             if self.kind == "live":
