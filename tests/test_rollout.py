@@ -212,3 +212,14 @@ def test_each_episode_keeps_its_own_turn_budget(tokenizer):
     # is not cut to the smallest room for everyone; the long episode alone is cut to its budget
     assert generator.calls == [(2, 50), (2, 50)]
     assert len(episodes[0].completion_ids) == 150 and len(episodes[1].completion_ids) < 150
+
+
+def test_rank_without_episodes_keeps_calling_the_generator_while_others_play(tokenizer):
+    # vLLM server mode gathers prompts across processes: a rank whose episodes ended must still take part
+    rollout = EnvRollout(CounterEnv)
+    prompts = [row["prompt"] for row in rollout.dataset([0])]
+    turns = ChatTurns(tokenizer)
+    generator = ScriptedGenerator(tokenizer, [(turns.prompt_ids(prompts[0]), [INC])])
+    other_ranks_active = iter([True, True, True, False])
+    episodes = rollout.run([0], prompts, generator, turns, 500, any_active=lambda local: next(other_ranks_active))
+    assert episodes[0].won and [n for n, _ in generator.calls] == [1, 0, 0]

@@ -203,7 +203,7 @@ class EnvRollout:
                 break
             t0 = time.perf_counter()
             # one generate call per turn: the largest remaining room; each episode is cut to its own room after
-            room = max(budget - len(e.completion_ids) for e in active)
+            room = max((budget - len(e.completion_ids) for e in active), default=budget)  # empty: other ranks play
             max_new = max(1, min(self.settings.max_turn_tokens, room))
             outs = generator.generate([e.prompt_ids + e.completion_ids for e in active], max_new)
             gen_s += time.perf_counter() - t0
