@@ -156,14 +156,7 @@ def run_train(argv: list[str]) -> None:
             return
         run_training(script, training, model)
     except (RecipeError, ValueError, FileNotFoundError) as error:
-        raise SystemExit(f"trl-sdar train: error: {_one_line(error)}") from error
-
-
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    if "--bf16" in text and "GPU" in text or "bf16" in text and "not supported" in text:
-        return f"{text} Fix: set bf16: false and use_cpu: true on a machine without a GPU."
-    return text
+        raise SystemExit(f"trl-sdar train: error: {' '.join(str(error).split())}") from error
 
 
 def build_parser() -> argparse.ArgumentParser:

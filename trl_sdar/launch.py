@@ -35,7 +35,7 @@ def _keys(strings: list[str]) -> list[str]:
     return [s.split("=", 1)[0] for s in strings if s.startswith("--")]
 
 
-def split_launch_args(remaining: list[str]) -> list[str]:
+def check_launch_args(remaining: list[str]) -> None:
     """Check that every leftover key is an accelerate option; raise with suggestions otherwise."""
     accelerate = _accelerate_options()
     unknown = [k for k in _keys(remaining) if k not in accelerate]
@@ -46,7 +46,6 @@ def split_launch_args(remaining: list[str]) -> list[str]:
         close = difflib.get_close_matches(key, valid, n=3, cutoff=0.6)
         hint = f" Did you mean: {', '.join(close)}?" if close else " See `trl-sdar train --help` for valid keys."
         raise ValueError(f"Unknown recipe key {key!r}.{hint}")
-    return remaining
 
 
 def parse_train_args(argv: list[str]):
@@ -55,7 +54,7 @@ def parse_train_args(argv: list[str]):
     script, training, model, config_rest, cli_rest = parser.parse_args_and_config(
         argv, return_remaining_strings=True, separate_remaining_strings=True
     )
-    split_launch_args(config_rest + cli_rest)
+    check_launch_args(config_rest + cli_rest)
     return script, training, model, config_rest + cli_rest, cli_rest
 
 

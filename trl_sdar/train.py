@@ -128,12 +128,12 @@ def import_reward_funcs(paths: list[str] | None) -> list:
 
     if not paths:
         raise RecipeError("reward_funcs is required with a prompt dataset (dotted paths, e.g. my_lib.rewards.acc).")
+    sys.path.insert(0, os.getcwd())  # like `trl grpo`: reward modules next to the recipe's working directory
     funcs = []
     for path in paths:
         module, _, name = path.rpartition(".")
         if not module:
             raise RecipeError(f"reward_funcs entry {path!r} is not a dotted import path (module.function).")
-        sys.path.insert(0, os.getcwd())
         funcs.append(getattr(importlib.import_module(module), name))
     return funcs
 
