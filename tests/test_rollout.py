@@ -79,7 +79,10 @@ def tokenizer(tiny_model_dir):
     return AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
-def _play(tokenizer, task_ids, texts_per_task, budget=4000, settings=None, env_factory=CounterEnv):
+STRICT = RolloutSettings(parser="strict")
+
+
+def _play(tokenizer, task_ids, texts_per_task, budget=4000, settings=STRICT, env_factory=CounterEnv):
     rollout = EnvRollout(env_factory, skills=lambda t: f"skills for {t.task_type}", settings=settings)
     dataset = rollout.dataset(task_ids)
     prompts = [row["prompt"] for row in dataset]
@@ -145,7 +148,7 @@ def test_environment_exception_ends_only_that_episode(tokenizer):
 
 def test_hung_environment_times_out_and_is_replaced(tokenizer):
     release = threading.Event()
-    settings = RolloutSettings(step_timeout_s=0.3)
+    settings = RolloutSettings(step_timeout_s=0.3, parser="strict")
     start = time.perf_counter()
     rollout, episodes, _ = _play(
         tokenizer, [0, 1], {0: ["<think>x</think><action>hang</action>"], 1: [INC, INC]}, settings=settings,
@@ -193,9 +196,9 @@ def test_reply_tokens_follow_template_kwargs_and_history_rewriting_templates(tin
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     tokenizer.chat_template = QWEN3_LIKE  # drops <think> from earlier turns: not prefix-preserving
     turns = ChatTurns(tokenizer, {"enable_thinking": False})
-    reply = tokenizer.decode(turns.reply_ids("a sink", model_ended_with_eos=True))
+    reply = tokenizer.decode(turns.reply_ids("a sink", [7, tokenizer.eos_token_id]))
     assert reply == "\n<|im_start|>user\na sink<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
-    truncated = turns.reply_ids("a sink", model_ended_with_eos=False)
+    truncated = turns.reply_ids("a sink", [7, 8])
     assert truncated[0] == tokenizer.eos_token_id  # the env closes a turn the model did not finish
     prompt = tokenizer.decode(turns.prompt_ids([{"role": "user", "content": "go"}]))
     assert prompt.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
@@ -206,7 +209,7 @@ def test_reply_tokens_follow_template_kwargs_and_history_rewriting_templates(tin
 
 def test_each_episode_keeps_its_own_turn_budget(tokenizer):
     long_turn = "<think>" + "word " * 40 + "</think>"  # format-invalid: the episode goes on
-    settings = RolloutSettings(max_turns=2, max_turn_tokens=50)
+    settings = RolloutSettings(max_turns=2, max_turn_tokens=50, parser="strict")
     _, episodes, generator = _play(tokenizer, [1, 2], {1: [long_turn], 2: ["no tags"]}, budget=150, settings=settings)
     # after turn 1 the long episode has 50 + 70 tokens (room 30), the short one 12 + 69 (room 69): the second turn
     # is not cut to the smallest room for everyone; the long episode alone is cut to its budget

@@ -1,9 +1,16 @@
 """Multi-turn episodes → TRL `rollout_func` output (METHOD.md §6, DESIGN.md "Multi-turn").
 
-The whole episode is one completion: model tokens (env_mask 1) generated from the concatenated ids, and the
-environment's replies inserted as chat-template tokens (env_mask 0), never re-tokenising what the model wrote. Each
-GRPO group plays the same task: the task is derived from the dataset row's prompt (built by `EnvRollout.dataset`).
-Generation is batched across the episodes of a batch; environment steps run concurrently in threads, with a timeout.
+`EnvRollout` plays one episode per (already repeated) prompt, batching generation across the episodes of a batch
+and stepping their environments concurrently in threads, with a timeout. Each GRPO group plays the same task: the
+task is derived from the dataset row's prompt (built by `EnvRollout.dataset`). Two training units
+(`RolloutSettings.rollout_unit`, see `agent/episode.py`):
+
+* `episode`: one row per episode, the transcript as one completion (environment tokens masked); this is what
+  `__call__` returns to any TRL trainer.
+* `turn` (the paper's loop): one row per model turn, each on its own bounded prompt. The number of rows varies, so
+  `SDARTrainer` drives it (`play` + `turn_rows`) and keeps TRL's accounting exact; `__call__` refuses it.
+
+What the agent reads is in `agent/prompts.py`, how its text is read in `agent/parsing.py`.
 """
 
 from __future__ import annotations
@@ -15,93 +22,55 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from .envs.base import AgentEnv, Observation, Task
-from .envs.protocol import parse_turn
+from .agent.chat import ChatTurns
+from .agent.episode import Episode, TurnRecord
+from .agent.parsing import PARSERS, ParsedTurn, parse_turn
+from .agent.prompts import STEP_TEMPLATES, StepView, search_action_text, step_prompt
+from .envs.base import AgentEnv, Observation, StepResult, Task
 from .generation import Generated, Generator, HFGenerator, VLLMGenerator
 
 logger = logging.getLogger(__name__)
 INVALID_FORMAT_FEEDBACK = "Invalid response: reason inside <think>…</think>, then answer with the required tags."
-
-
-class ChatTurns:
-    """Token ids of the environment's reply after a model turn, cut from the chat template itself.
-
-    The reply is what the template puts after an assistant message when a user message follows and the next assistant
-    turn opens: `<|im_end|>\n<|im_start|>user\n{feedback}<|im_end|>\n<|im_start|>assistant\n` for ChatML. Only that
-    continuation is rendered, never the history, so templates that re-render earlier turns differently (Qwen3 drops
-    their `<think>` blocks) work too; `chat_template_kwargs` (e.g. `enable_thinking: false`) are applied.
-    """
-
-    _ASSISTANT, _FEEDBACK = "\x00ASSISTANT\x00", "\x00FEEDBACK\x00"
-
-    def __init__(self, tokenizer, chat_template_kwargs: dict | None = None):
-        self.tokenizer = tokenizer
-        self.template_kwargs = dict(chat_template_kwargs or {})
-        convo = [
-            {"role": "user", "content": "U"},
-            {"role": "assistant", "content": self._ASSISTANT},
-            {"role": "user", "content": self._FEEDBACK},
-        ]
-        rendered = self._render(convo)
-        if self._ASSISTANT not in rendered or self._FEEDBACK not in rendered:
-            raise ValueError("The chat template drops message contents; multi-turn rollouts cannot use it.")
-        tail = rendered[rendered.index(self._ASSISTANT) + len(self._ASSISTANT) :]
-        eos_text = tokenizer.eos_token or ""
-        self._after_eos = tail[len(eos_text) :] if eos_text and tail.startswith(eos_text) else tail
-        self.eos_token_id = tokenizer.eos_token_id
-
-    def _render(self, messages) -> str:
-        return self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True, **self.template_kwargs
-        )
-
-    def prompt_ids(self, messages: list[dict]) -> list[int]:
-        return self.tokenizer(self._render(messages), add_special_tokens=False)["input_ids"]
-
-    def reply_ids(self, feedback: str, model_ended_with_eos: bool) -> list[int]:
-        """Environment tokens after a model turn: close the turn (EOS if the model did not), the user message with
-        `feedback`, and the next assistant header."""
-        ids = self.tokenizer(self._after_eos.replace(self._FEEDBACK, feedback), add_special_tokens=False)["input_ids"]
-        return ids if model_ended_with_eos else [self.eos_token_id, *ids]
-
-
-@dataclass
-class Episode:
-    """Mutable state of one episode while it runs (internal to the rollout)."""
-
-    task: Task
-    env: AgentEnv
-    prompt_ids: list[int]
-    completion_ids: list[int] = field(default_factory=list)
-    env_mask: list[int] = field(default_factory=list)
-    logprobs: list[float] = field(default_factory=list)
-    env_reward: float = 0.0
-    turns: int = 0
-    invalid_turns: int = 0
-    won: bool = False
-    score: float = 0.0
-    done: bool = False
-    error: str = ""  # "exception" | "timeout" when the environment failed
-
-    def add(self, ids: Sequence[int], mask_value: int, logprobs: Sequence[float] | None = None) -> None:
-        self.completion_ids.extend(ids)
-        self.env_mask.extend([mask_value] * len(ids))
-        self.logprobs.extend(logprobs if logprobs is not None else [0.0] * len(ids))
-
-    def reward(self, penalty: float) -> float:
-        # A failed environment ends the episode with reward 0; otherwise env reward minus format penalties.
-        return 0.0 if self.error else self.env_reward - penalty * self.invalid_turns
+ROLLOUT_UNITS = ("episode", "turn")
 
 
 @dataclass(frozen=True)
 class RolloutSettings:
+    """How episodes are played.
+
+    rollout_unit: `"episode"` (the whole episode is one completion) or `"turn"` (one training row per model turn on
+        the step template; the paper's loop).
+    history_window: k past (observation, action) pairs in a `turn` prompt (paper: 2 for ALFWorld/WebShop, 4 for
+        Search-QA).
+    parser: `"reference"` (the paper's output parsing; invalid turns are still played) or `"strict"` (this project's
+        earlier rules; invalid turns get a format message instead of a step). See `agent/parsing.py`.
+    advantage_over: `turn` unit only: GRPO mean/std over every turn row of the group (`"turns"`, the reference
+        default: long episodes weigh more) or over its episodes (`"episodes"`).
+    """
+
     max_turns: int | None = None  # None: the environment's default (50 / 15 / 4)
     max_turn_tokens: int = 512  # per model turn
-    max_episode_tokens: int | None = None  # None: the trainer's max_completion_length
+    max_episode_tokens: int | None = None  # `episode` unit; None: the trainer's max_completion_length
     step_timeout_s: float = 60.0
     num_workers: int = 8
+    rollout_unit: str = "episode"
+    history_window: int = 2
+    parser: str = "reference"
+    advantage_over: str = "turns"
+
+    def __post_init__(self):
+        if self.rollout_unit not in ROLLOUT_UNITS:
+            raise ValueError(f"rollout_unit={self.rollout_unit!r} is not valid; expected one of {list(ROLLOUT_UNITS)}.")
+        if self.parser not in PARSERS:
+            raise ValueError(f"parser={self.parser!r} is not valid; expected one of {list(PARSERS)}.")
+        if self.advantage_over not in ("turns", "episodes"):
+            raise ValueError(f"advantage_over={self.advantage_over!r} is not valid; expected 'turns' or 'episodes'.")
+        if self.history_window < 0:
+            raise ValueError(f"history_window={self.history_window!r} is not valid; expected an integer >= 0.")
+        if self.max_turn_tokens < 1:
+            raise ValueError(f"max_turn_tokens={self.max_turn_tokens!r} is not valid; expected an integer >= 1.")
 
 
 class EnvRollout:
@@ -127,11 +96,16 @@ class EnvRollout:
         self.env_name, self.max_turns = probe.name, self.settings.max_turns or probe.max_turns
         self.last_timing: dict[str, float] = {}
 
+    @property
+    def rollout_unit(self) -> str:
+        return self.settings.rollout_unit
+
     def _env(self, index: int) -> AgentEnv:
         while len(self._envs) <= index:
             self._envs.append(self.env_factory())
         return self._envs[index]
 
+    # ------------------------------------------------------------------------------------------------ prompts
     def dataset(self, task_ids: Sequence[int]):
         """A `datasets.Dataset` of tasks: `prompt` (chat), `task_id`, `task_type`, `privileged_context` (skills)."""
         from datasets import Dataset
@@ -139,13 +113,22 @@ class EnvRollout:
         env, rows = self._env(0), []
         for task_id in task_ids:
             task = env.task(task_id)
-            content, context = env.prompt(task, env.reset(task_id)), self._context(task)
-            if self.student_sees_skills and context:
-                content = f"{context}\n\n{content}"
+            content, context = self._first_prompt(env, task, env.reset(task_id)), self._context(task)
             self._task_of_prompt[content] = task_id
             row = {"prompt": [{"role": "user", "content": content}], "task_id": task_id, "task_type": task.task_type}
             rows.append({**row, "privileged_context": context})
         return Dataset.from_list(rows)
+
+    def _first_prompt(self, env: AgentEnv, task: Task, first: Observation) -> str:
+        if env.name in STEP_TEMPLATES or self.rollout_unit == "turn":
+            text = step_prompt(env.name, env.action_tag, StepView(task, first))
+        else:
+            text = env.prompt(task, first)  # a user-defined environment renders its own first message
+        return self._with_student_skills(task, text)
+
+    def _with_student_skills(self, task: Task, text: str) -> str:
+        context = self._context(task) if self.student_sees_skills else None
+        return f"{context}\n\n{text}" if context else text
 
     def _context(self, task: Task) -> str | None:
         if self.skills is None:
@@ -160,10 +143,21 @@ class EnvRollout:
             raise KeyError("Prompt not produced by EnvRollout.dataset(); build the training dataset with it.")
         return self._task_of_prompt[content]
 
+    # ------------------------------------------------------------------------------------------------ TRL entry
     def __call__(self, prompts: list, trainer) -> dict:
-        """TRL `rollout_func(prompts, trainer)`: one episode per (already repeated) prompt."""
-        tokenizer = trainer.processing_class
-        tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
+        """TRL `rollout_func(prompts, trainer)`: one episode per (already repeated) prompt, `episode` unit."""
+        if self.rollout_unit == "turn":
+            raise ValueError(
+                "rollout_unit='turn' makes one training row per model turn (a varying number per prompt), which "
+                "TRL's GRPOTrainer cannot take; train with trl_sdar.SDARTrainer (sdar_coef=0 for plain GRPO)."
+            )
+        episodes = self.play(prompts, trainer)
+        return self.to_rollout_output(episodes, with_logprobs=trainer.args.use_vllm)
+
+    def play(self, prompts: list, trainer) -> list[Episode]:
+        """Play one episode per prompt with the trainer's model (its generation settings, vLLM when enabled) and
+        log the `env/…` metrics through the trainer."""
+        tokenizer = getattr(trainer.processing_class, "tokenizer", trainer.processing_class)
         if trainer.args.use_vllm:
             generator: Generator = VLLMGenerator(trainer)
         else:
@@ -171,6 +165,8 @@ class EnvRollout:
             args = trainer.args
             generator = HFGenerator(model, tokenizer, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k)
         budget = self.settings.max_episode_tokens or trainer.args.max_completion_length
+        if self.rollout_unit == "turn":
+            budget = min(self.settings.max_turn_tokens, trainer.args.max_completion_length)
         sync = _any_active_fn(trainer.accelerator) if trainer.args.use_vllm else None
         task_ids = [self.task_id_of(p) for p in prompts]
         turns = ChatTurns(tokenizer, getattr(trainer, "chat_template_kwargs", None))
@@ -179,8 +175,9 @@ class EnvRollout:
         if log_metric is not None:
             for name, value in self.metrics(episodes).items():
                 log_metric(name, value)
-        return self.to_rollout_output(episodes, with_logprobs=trainer.args.use_vllm)
+        return episodes
 
+    # ------------------------------------------------------------------------------------------------ the loop
     def run(
         self,
         task_ids: Sequence[int],
@@ -190,60 +187,108 @@ class EnvRollout:
         budget: int,
         any_active: Callable[[bool], bool] | None = None,
     ) -> list[Episode]:
-        """Play one episode per task id (concurrently); `prompts` are the matching chat prompts."""
+        """Play one episode per task id (concurrently); `prompts` are the matching chat prompts. `budget` is the
+        episode's token budget (`episode` unit) or the per-turn limit (`turn` unit)."""
         start, gen_s = time.perf_counter(), 0.0
         episodes = [
             Episode(self._env(i).task(t), self._env(i), turns.prompt_ids(p))
             for i, (t, p) in enumerate(zip(task_ids, prompts, strict=True))
         ]
-        self._parallel(episodes, lambda e: e.env.reset(e.task.task_id))
-        for _ in range(self.max_turns):
+        firsts = self._parallel(episodes, lambda e: e.env.reset(e.task.task_id))
+        for e, first in zip(episodes, firsts, strict=True):
+            e.observation = first
+        for turn in range(self.max_turns):
             active = [e for e in episodes if not e.done]
             if not (any_active(bool(active)) if any_active else active):
                 break
             t0 = time.perf_counter()
-            # one generate call per turn: the largest remaining room; each episode is cut to its own room after
-            room = max((budget - len(e.completion_ids) for e in active), default=budget)  # empty: other ranks play
-            max_new = max(1, min(self.settings.max_turn_tokens, room))
-            outs = generator.generate([e.prompt_ids + e.completion_ids for e in active], max_new)
+            if self.rollout_unit == "turn":
+                contexts = [e.prompt_ids if turn == 0 else self._turn_prompt_ids(e, turns) for e in active]
+                max_new = budget
+            else:  # one generate call per turn: the largest remaining room; each episode is cut to its own room
+                contexts = [e.prompt_ids + e.completion_ids for e in active]
+                room = max((budget - len(e.completion_ids) for e in active), default=budget)  # empty: others play
+                max_new = max(1, min(self.settings.max_turn_tokens, room))
+            outs = generator.generate(contexts, max_new)
             gen_s += time.perf_counter() - t0
-            self._play_turn(active, outs, turns, budget)
+            self._play_turn(active, contexts, outs, turns, budget)
         for e in episodes:
             e.done = True
         total = time.perf_counter() - start
         self.last_timing = {"total_s": total, "generate_s": gen_s, "env_s": total - gen_s}
         return episodes
 
-    def _play_turn(self, active: list[Episode], outs: list[Generated], turns: ChatTurns, budget: int) -> None:
-        parsed = []
-        for e, out in zip(active, outs, strict=True):
-            e.add(out.ids[: budget - len(e.completion_ids)], 1, out.logprobs)
+    def _turn_prompt_ids(self, e: Episode, turns: ChatTurns) -> list[int]:
+        text = self._with_student_skills(e.task, e.step_prompt_text(self.settings.history_window))
+        return turns.prompt_ids([{"role": "user", "content": text}])
+
+    def _play_turn(
+        self, active: list[Episode], contexts: list[list[int]], outs: list[Generated], turns: ChatTurns, budget: int
+    ) -> None:
+        parsed: dict[int, ParsedTurn | None] = {}
+        for e, context, out in zip(active, contexts, outs, strict=True):
+            room = budget - len(e.completion_ids) if self.rollout_unit == "episode" else budget
+            ids = out.ids[:room]
+            logprobs = out.logprobs[: len(ids)] if out.logprobs is not None else None
+            cut = len(out.ids) > room  # the episode's token budget ended this turn mid-way: never parse or play it
+            text = turns.tokenizer.decode(ids, skip_special_tokens=True)
+            p = None if cut else parse_turn(text, e.env.action_tag, rules=self.settings.parser, env_name=e.env.name)
             e.turns += 1
-            text = turns.tokenizer.decode(out.ids, skip_special_tokens=True)
-            parsed.append(parse_turn(text, e.env.action_tag))
-        action_of = {id(e): p.action for e, p in zip(active, parsed, strict=True) if p.valid}
-        stepping = [e for e in active if id(e) in action_of]
-        stepped = self._parallel(stepping, lambda e: e.env.step(action_of[id(e)]))
-        results = {id(e): r for e, r in zip(stepping, stepped, strict=True)}
-        for e, out, p in zip(active, outs, parsed, strict=True):
-            result = results.get(id(e))
+            e.invalid_turns += int(p is not None and not p.valid)
+            prompt = context if self.rollout_unit == "turn" else []  # `episode` rows keep one prompt per episode
+            e.records.append(TurnRecord(prompt, list(ids), logprobs, valid=p is not None and p.valid))
+            if self.rollout_unit == "episode":
+                e.add(ids, 1, logprobs)
+            if cut:
+                e.done = e.budget_ended = True
+            parsed[id(e)] = p
+        playing = [e for e in active if not e.done and self._action_to_play(parsed[id(e)]) is not None]
+        stepped = self._parallel(playing, lambda e: e.env.step(self._action_to_play(parsed[id(e)])))
+        results = {id(e): r for e, r in zip(playing, stepped, strict=True)}
+        for e in active:
             if e.error:
                 e.done = True
-                continue
-            if result is None:
-                e.invalid_turns += 1
-                feedback = f"{INVALID_FORMAT_FEEDBACK} ({p.reason})"
-            else:
-                e.env_reward += result.reward
-                e.won, e.score = e.won or result.won, max(e.score, result.score)
-                e.done = result.done
-                feedback = e.env.feedback(result)
-            ended = bool(out.ids) and out.ids[-1] == turns.eos_token_id
-            reply = turns.reply_ids(feedback, ended)
-            if e.done or e.turns >= self.max_turns or len(e.completion_ids) + len(reply) >= budget:
-                e.done = True
+            elif not e.done:
+                self._after_turn(e, parsed[id(e)], results.get(id(e)), turns, budget)
+
+    def _action_to_play(self, p: ParsedTurn | None) -> str | None:
+        if p is None or (not p.valid and self.settings.parser == "strict"):
+            return None
+        return p.action
+
+    def _after_turn(
+        self, e: Episode, p: ParsedTurn, result: StepResult | None, turns: ChatTurns, budget: int
+    ) -> None:
+        before = e.observation
+        action = self._action_to_play(p)
+        after = result.observation if result is not None else Observation("", before.admissible_actions)
+        if result is not None:
+            e.env_reward += result.reward
+            e.won, e.score = e.won or result.won, max(e.score, result.score)
+            e.done = result.done
+        shown = action if action is not None else ""  # a turn with nothing to play is remembered as empty
+        e.remember(search_action_text(shown) if e.env.name == "search_qa" else shown, before, after)
+        if result is not None:
+            e.observation = result.observation
+        if e.done or e.turns >= self.max_turns:
+            e.done = True
+            return
+        if self.rollout_unit == "episode":
+            reply = turns.reply_ids(self._reply_text(e, p, result), e.records[-1].completion_ids)
+            if len(e.completion_ids) + len(reply) >= budget:
+                e.done = e.budget_ended = True
             else:
                 e.add(reply, 0)
+
+    def _reply_text(self, e: Episode, p: ParsedTurn, result: StepResult | None) -> str:
+        """The environment's message after a model turn (`episode` unit)."""
+        if result is None and self.settings.parser == "strict":
+            return f"{INVALID_FORMAT_FEEDBACK} ({p.reason})"
+        if e.env.name not in STEP_TEMPLATES:
+            return e.env.feedback(result) if result is not None else f"{INVALID_FORMAT_FEEDBACK} ({p.reason})"
+        if e.env.name == "search_qa":
+            return e.history[-1][0] or f"{INVALID_FORMAT_FEEDBACK} ({p.reason})"
+        return step_prompt(e.env.name, e.env.action_tag, StepView(e.task, e.observation, (), len(e.history)))
 
     def _parallel(self, episodes: list[Episode], fn: Callable[[Episode], object]) -> list[object]:
         futures = [self._pool.submit(fn, e) for e in episodes]
@@ -267,6 +312,7 @@ class EnvRollout:
                 self._envs[i] = self.env_factory()
         threading.Thread(target=env.close, daemon=True).start()  # may block on a hung in-thread env: never wait
 
+    # ------------------------------------------------------------------------------------------------ outputs
     def metrics(self, episodes: list[Episode]) -> dict[str, float]:
         """`env/<name>/…` means over the episodes: success, score, turns, invalid rate, failures, per task type."""
         prefix, n = f"env/{self.env_name}", max(len(episodes), 1)
@@ -275,6 +321,7 @@ class EnvRollout:
             f"{prefix}/score": sum(e.score for e in episodes) / n,
             f"{prefix}/turns": sum(e.turns for e in episodes) / n,
             f"{prefix}/invalid_rate": sum(e.invalid_turns for e in episodes) / max(sum(e.turns for e in episodes), 1),
+            f"{prefix}/budget_ended": sum(e.budget_ended for e in episodes) / n,
             f"{prefix}/env_errors": float(sum(e.error == "exception" for e in episodes)),
             f"{prefix}/env_timeouts": float(sum(e.error == "timeout" for e in episodes)),
         }
@@ -286,22 +333,52 @@ class EnvRollout:
             out[f"{prefix}/env_time_share"] = self.last_timing["env_s"] / self.last_timing["total_s"]
         return out
 
+    def _episode_fields(self, e: Episode) -> dict:
+        return {
+            "success": float(e.won),
+            "score": e.score,
+            "turns": e.turns,
+            "invalid_turns": e.invalid_turns,
+            "env_error": e.error,
+            "task_type": e.task.task_type,
+            "privileged_context": self._context(e.task),
+        }
+
     def to_rollout_output(self, episodes: list[Episode], with_logprobs: bool) -> dict:
+        """`episode` unit: one row per episode (TRL's rollout_func output plus per-row extra fields)."""
         penalty = episodes[0].env.invalid_format_penalty if episodes else 0.0
+        fields = [self._episode_fields(e) for e in episodes]
         return {
             "prompt_ids": [e.prompt_ids for e in episodes],
             "completion_ids": [e.completion_ids for e in episodes],
             "logprobs": [e.logprobs for e in episodes] if with_logprobs else None,
             "env_mask": [e.env_mask for e in episodes],
             "env_reward": [e.reward(penalty) for e in episodes],
-            "success": [float(e.won) for e in episodes],
-            "score": [e.score for e in episodes],
-            "turns": [e.turns for e in episodes],
-            "invalid_turns": [e.invalid_turns for e in episodes],
-            "env_error": [e.error for e in episodes],
-            "task_type": [e.task.task_type for e in episodes],
-            "privileged_context": [self._context(e.task) for e in episodes],
+            **{k: [f[k] for f in fields] for k in (fields[0] if fields else {})},
         }
+
+    def turn_rows(self, episodes: list[Episode], with_logprobs: bool) -> dict:
+        """`turn` unit: one row per model turn, in episode order. `episode_index` maps a row to its episode (the
+        prompt it came from); `turn_index` is the turn's number in its episode; `env_reward` is the row's reward."""
+        penalty = episodes[0].env.invalid_format_penalty if episodes else 0.0
+        out: dict[str, list] = defaultdict(list)
+        for index, e in enumerate(episodes):
+            fields = self._episode_fields(e)
+            for turn, record in enumerate(e.records):
+                out["prompt_ids"].append(record.prompt_ids)
+                out["completion_ids"].append(record.completion_ids)
+                out["logprobs"].append(record.logprobs)
+                out["env_mask"].append([1] * len(record.completion_ids))
+                out["env_reward"].append(e.row_reward(record, penalty))
+                out["episode_index"].append(index)
+                out["turn_index"].append(turn)
+                out["turn_valid"].append(record.valid)
+                for key, value in fields.items():
+                    out[key].append(value)
+        rows = dict(out)
+        if not with_logprobs:
+            rows["logprobs"] = None
+        return rows
 
 
 def _any_active_fn(accelerator) -> Callable[[bool], bool]:
@@ -314,9 +391,10 @@ def _any_active_fn(accelerator) -> Callable[[bool], bool]:
     return any_active
 
 
-def env_reward(completions, env_reward, **kwargs) -> list[float]:
-    """Reward function for GRPO: the episode reward the rollout computed (env reward − format penalties)."""
-    return [float(r) for r in env_reward]
+def env_reward(completions, env_reward, **kwargs) -> list[float | None]:
+    """Reward function for GRPO: the reward the rollout computed (env reward − format penalties); None for the
+    padding rows the `turn` unit adds to even out ranks (TRL then leaves them out of its reward statistics)."""
+    return [None if r is None else float(r) for r in env_reward]
 
 
-__all__ = ["ChatTurns", "EnvRollout", "Episode", "Observation", "RolloutSettings", "env_reward"]
+__all__ = ["ChatTurns", "EnvRollout", "Episode", "RolloutSettings", "env_reward"]
