@@ -68,6 +68,13 @@ class SDARConfig(GRPOConfig):
         teacher_logps_per_microbatch (`bool`, *optional*, defaults to `False`):
             Compute the teacher log-probs in every micro-batch's loss step (with the weights of that moment) instead
             of once per generation batch at rollout time (the paper's teacher).
+
+        > Parameters that control training on turn rows (`rollout_unit: turn`)
+
+        max_tokens_per_backward (`int` or `None`, *optional*, defaults to `None`):
+            Bound on the padded tokens (rows × (prompt + completion width)) of one forward/backward pass. A
+            micro-batch that holds more is split into several passes whose losses sum exactly to the micro-batch's
+            (every process runs the same number of passes). `None`: one pass per micro-batch, as TRL does.
     """
 
     sdar_coef: float = field(
@@ -115,6 +122,11 @@ class SDARConfig(GRPOConfig):
         metadata={"help": "Recompute teacher log-probs in each micro-batch instead of once per generation batch."},
     )
 
+    max_tokens_per_backward: int | None = field(
+        default=None,
+        metadata={"help": "Max padded tokens per forward/backward pass (splits long turn-row micro-batches)."},
+    )
+
     def __post_init__(self):
         super().__post_init__()
         if not self.sdar_coef >= 0.0:
@@ -140,4 +152,9 @@ class SDARConfig(GRPOConfig):
             raise ValueError(
                 f"SDARConfig.teacher_max_prompt_length={self.teacher_max_prompt_length!r} is not valid; "
                 "expected None (no limit) or an integer >= 2."
+            )
+        if self.max_tokens_per_backward is not None and self.max_tokens_per_backward < 1:
+            raise ValueError(
+                f"SDARConfig.max_tokens_per_backward={self.max_tokens_per_backward!r} is not valid; "
+                "expected None (no bound) or an integer >= 1."
             )

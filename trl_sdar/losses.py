@@ -126,3 +126,42 @@ def rlsd_advantages(
     sign = torch.sign(advantages).unsqueeze(1)  # (B, 1)
     weight = torch.clamp(torch.exp(sign * gap), 1.0 - clip, 1.0 + clip)
     return advantages.unsqueeze(1) * ((1.0 - lam) + lam * weight)
+
+
+def turn_loss_factor(
+    loss_type: str,
+    *,
+    rows: int,
+    tokens: float,
+    rows_in_batch: float,
+    tokens_in_batch: float,
+    num_processes: int,
+    steps_per_generation: int,
+) -> float:
+    """Factor that turns TRL's reduction of one chunk of rows into its exact share of the generation batch's loss.
+
+    With a varying number of rows per micro-batch (the `turn` unit, padding rows included) TRL's per-micro-batch
+    means no longer weigh rows or tokens alike. The target is each `loss_type`'s formula over the *real* rows of the
+    whole generation batch (`rows_in_batch` rows, `tokens_in_batch` trained tokens, over all processes), split
+    additively over processes (DDP averages, hence the `num_processes` factor) and over its `steps_per_generation`
+    micro-batches; TRL's own `/ gradient_accumulation_steps` stays in place. For a chunk of `rows` rows with `tokens`
+    trained tokens, TRL gives `Σ m_r / (rows · GA)` (grpo, sapo, dr_grpo with its constant, luspo),
+    `Σ tokens / (tokens · GA)` (bnpo) or already the target (dapo, cispo, vespo: global token count). Pass
+    `steps_per_generation=1` in evaluation. The same factor applies to the SDAR term, which uses TRL's reduction.
+    """
+    share = num_processes * steps_per_generation
+    if loss_type in ("grpo", "sapo", "dr_grpo", "luspo"):
+        return share * rows / max(rows_in_batch, 1.0)
+    if loss_type == "bnpo":
+        return share * max(tokens, 1.0) / max(tokens_in_batch, 1.0)
+    if loss_type in ("dapo", "cispo", "vespo"):
+        return 1.0
+    raise ValueError(f"Unknown loss_type {loss_type!r} for turn rows.")
+
+
+def turn_entropy_factor(
+    *, tokens: float, tokens_in_batch: float, num_processes: int, steps_per_generation: int
+) -> float:
+    """Factor that turns TRL's entropy bonus of a chunk (its token mean / GA) into the chunk's share of the token
+    mean over the whole generation batch."""
+    return num_processes * steps_per_generation * max(tokens, 1.0) / max(tokens_in_batch, 1.0)

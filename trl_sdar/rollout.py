@@ -22,7 +22,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .agent.chat import ChatTurns
 from .agent.episode import Episode, TurnRecord
@@ -62,7 +62,9 @@ class RolloutSettings:
 
     def __post_init__(self):
         if self.rollout_unit not in ROLLOUT_UNITS:
-            raise ValueError(f"rollout_unit={self.rollout_unit!r} is not valid; expected one of {list(ROLLOUT_UNITS)}.")
+            raise ValueError(
+                f"rollout_unit={self.rollout_unit!r} is not valid; expected one of {list(ROLLOUT_UNITS)}."
+            )
         if self.parser not in PARSERS:
             raise ValueError(f"parser={self.parser!r} is not valid; expected one of {list(PARSERS)}.")
         if self.advantage_over not in ("turns", "episodes"):
@@ -197,13 +199,14 @@ class EnvRollout:
         firsts = self._parallel(episodes, lambda e: e.env.reset(e.task.task_id))
         for e, first in zip(episodes, firsts, strict=True):
             e.observation = first
-        for turn in range(self.max_turns):
+        for _ in range(self.max_turns):
             active = [e for e in episodes if not e.done]
             if not (any_active(bool(active)) if any_active else active):
                 break
             t0 = time.perf_counter()
             if self.rollout_unit == "turn":
-                contexts = [e.prompt_ids if turn == 0 else self._turn_prompt_ids(e, turns) for e in active]
+                texts = [self._turn_prompt_text(e) for e in active]
+                contexts = [turns.prompt_ids([{"role": "user", "content": text}]) for text in texts]
                 max_new = budget
             else:  # one generate call per turn: the largest remaining room; each episode is cut to its own room
                 contexts = [e.prompt_ids + e.completion_ids for e in active]
@@ -212,15 +215,17 @@ class EnvRollout:
             outs = generator.generate(contexts, max_new)
             gen_s += time.perf_counter() - t0
             self._play_turn(active, contexts, outs, turns, budget)
+            if self.rollout_unit == "turn":
+                for e, text in zip(active, texts, strict=True):
+                    e.records[-1] = replace(e.records[-1], prompt_text=text)
         for e in episodes:
             e.done = True
         total = time.perf_counter() - start
         self.last_timing = {"total_s": total, "generate_s": gen_s, "env_s": total - gen_s}
         return episodes
 
-    def _turn_prompt_ids(self, e: Episode, turns: ChatTurns) -> list[int]:
-        text = self._with_student_skills(e.task, e.step_prompt_text(self.settings.history_window))
-        return turns.prompt_ids([{"role": "user", "content": text}])
+    def _turn_prompt_text(self, e: Episode) -> str:
+        return self._with_student_skills(e.task, e.step_prompt_text(self.settings.history_window))
 
     def _play_turn(
         self, active: list[Episode], contexts: list[list[int]], outs: list[Generated], turns: ChatTurns, budget: int
@@ -256,9 +261,7 @@ class EnvRollout:
             return None
         return p.action
 
-    def _after_turn(
-        self, e: Episode, p: ParsedTurn, result: StepResult | None, turns: ChatTurns, budget: int
-    ) -> None:
+    def _after_turn(self, e: Episode, p: ParsedTurn, result: StepResult | None, turns: ChatTurns, budget: int) -> None:
         before = e.observation
         action = self._action_to_play(p)
         after = result.observation if result is not None else Observation("", before.admissible_actions)
@@ -365,6 +368,7 @@ class EnvRollout:
         for index, e in enumerate(episodes):
             fields = self._episode_fields(e)
             for turn, record in enumerate(e.records):
+                out["prompt"].append([{"role": "user", "content": record.prompt_text}])
                 out["prompt_ids"].append(record.prompt_ids)
                 out["completion_ids"].append(record.completion_ids)
                 out["logprobs"].append(record.logprobs)

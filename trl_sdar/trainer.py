@@ -9,11 +9,13 @@ from __future__ import annotations
 import logging
 
 import torch
+from accelerate.utils import DistributedType
 from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import get_config_model_id
 
+from .agent.turn_rows import padded_row_count, row_multiple, turn_advantages
 from .config import SDARConfig
 from .losses import (
     aggregate_like_grpo,
@@ -22,7 +24,10 @@ from .losses import (
     rlsd_lambda,
     sdar_per_token_loss,
     skill_sd_per_token_loss,
+    turn_entropy_factor,
+    turn_loss_factor,
 )
+from .microbatch import chunk_slices, chunks_needed, slice_rows
 from .teacher import ContextTokenizer, Teacher, build_teacher_prompts, prompt_bos_token_id
 
 logger = logging.getLogger(__name__)
@@ -57,6 +62,14 @@ class SDARTrainer(GRPOTrainer):
     * `_compute_loss`: adds `λ · L_SDAR`, reduced with the normaliser of the configured GRPO `loss_type`, and logs
       `sdar/*` metrics over trained tokens (environment tokens and padding excluded), gathered across processes.
 
+    Turn rows (`EnvRollout` with `rollout_unit="turn"`, the paper's loop): an episode gives one row per model turn,
+    so a batch has more rows than prompts, a varying number per process. `_generate_and_score_completions` plays the
+    episodes first, pads every process to the same row count (padding rows carry no trained token), hands the rows to
+    TRL's scoring as if each were a prompt, then replaces the advantages with the reference's turn-row GRPO
+    advantages. `compute_loss` splits a micro-batch into `max_tokens_per_backward`-bounded passes, and each
+    reduction is rescaled (`losses.turn_loss_factor`) so every `loss_type` weighs rows and tokens as over the whole
+    generation batch.
+
     The paper's baselines are config values (`distill_loss_type`, `rl_loss_coef`, `sdar_coef`); RLSD reshapes the
     advantages at rollout time instead of adding a loss.
     """
@@ -74,6 +87,7 @@ class SDARTrainer(GRPOTrainer):
         super().__init__(model, reward_funcs, args=args, **kwargs)
         self._capture_student_logps = False
         self._student_logps: torch.Tensor | None = None
+        self._student_entropies: torch.Tensor | None = None
         self._warned: set[str] = set()
         self.teacher: Teacher | None = None
         if args.sdar_coef > 0 or args.distill_loss_type == "rlsd":
@@ -86,8 +100,15 @@ class SDARTrainer(GRPOTrainer):
             )
 
     # ----------------------------------------------------------------------------------------------- rollout time
+    @property
+    def _turn_rows(self) -> bool:
+        return getattr(self.rollout_func, "rollout_unit", "episode") == "turn"
+
     def _generate_and_score_completions(self, inputs):
-        output = super()._generate_and_score_completions(inputs)
+        if self._turn_rows:
+            output, inputs = self._generate_and_score_turn_rows(inputs)
+        else:
+            output = super()._generate_and_score_completions(inputs)
         if self.teacher is None:
             return output
         if "pixel_values" in output:
@@ -114,6 +135,60 @@ class SDARTrainer(GRPOTrainer):
         if self.args.distill_loss_type == "rlsd":
             self._reshape_advantages_rlsd(output, batch)
         return output
+
+    def _generate_and_score_turn_rows(self, inputs):
+        """Play the episodes, pad to an even row count, score the rows through TRL, set turn-row advantages."""
+        mode = "train" if self.model.training else "eval"
+        if self.use_vllm and self.state.global_step != self._last_loaded_step:
+            self.vllm_generation.sync_weights()  # TRL syncs in `_generate`, after our episodes: sync before them
+            self._last_loaded_step = self.state.global_step
+        episodes = self.rollout_func.play([x["prompt"] for x in inputs], self)
+        rows = self.rollout_func.turn_rows(episodes, with_logprobs=self.use_vllm)
+        real = len(rows["prompt_ids"])
+        counts = self.accelerator.gather(torch.tensor([real], device=self.accelerator.device)).tolist()
+        generations = self.num_generations if mode == "train" else self.num_generations_eval
+        spg = self.args.steps_per_generation if mode == "train" else 1
+        target = padded_row_count(counts, row_multiple(spg, generations, self.accelerator.num_processes))
+        first = self.accelerator.process_index * len(inputs)  # global index of this process's first episode
+        row_inputs = [{**inputs[i], **{k: v[j] for k, v in rows.items() if k != "logprobs"}}
+                      for j, i in enumerate(rows["episode_index"])]  # fmt: skip
+        row_inputs += [self._padding_row(inputs[0]) for _ in range(target - real)]
+        replay = {key: [r[key] for r in row_inputs] for key in ("prompt_ids", "completion_ids", "env_mask")}
+        replay["logprobs"] = None if rows["logprobs"] is None else rows["logprobs"] + [[0.0]] * (target - real)
+        # GRPO group = the num_generations consecutive prompts of one task (TRL's sampler), episode = its prompt
+        local = [((first + i) // generations, first + i, r) for i, r in zip(rows["episode_index"], rows["env_reward"])]
+        saved, self.rollout_func = self.rollout_func, lambda prompts, trainer: replay
+        try:
+            output = super()._generate_and_score_completions(row_inputs)
+        finally:
+            self.rollout_func = saved
+        offset = sum(counts[: self.accelerator.process_index])
+        output["advantages"] = self._turn_advantages(local, offset, target, output["advantages"])
+        total_rows = sum(counts)
+        output["num_rows_in_batch"] = torch.tensor(float(total_rows), device=self.accelerator.device)
+        self._metrics[mode]["turn/rows"].append(total_rows / self.accelerator.num_processes)
+        self._metrics[mode]["turn/padding_rows"].append(float(target * len(counts) - total_rows))
+        self._metrics[mode]["turn/trained_tokens"].append(float(output["num_items_in_batch"]))
+        return output, row_inputs
+
+    def _padding_row(self, template: dict) -> dict:
+        """A row that trains nothing: one prompt and one completion token, both masked out of every loss."""
+        pad = self._tokenizer.pad_token_id
+        row = {**template, "prompt_ids": [pad], "completion_ids": [self._tokenizer.eos_token_id], "env_mask": [0]}
+        return {**row, "env_reward": None, self.args.teacher_context_column: None, "turn_padding": True}
+
+    def _turn_advantages(self, local: list[tuple], offset: int, target: int, like: torch.Tensor) -> torch.Tensor:
+        """The reference's GRPO advantages over the turn rows of all processes (`local`: this process's (group,
+        episode, reward) rows, which start at row `offset` of the gathered list); 0 for the padding rows."""
+        from accelerate.utils import gather_object
+
+        everything = gather_object(local)
+        groups, episodes, scores = zip(*everything, strict=True) if everything else ((), (), ())
+        over = self.rollout_func.settings.advantage_over
+        advantages = turn_advantages(scores, groups, episodes, over=over, scale=self.scale_rewards)
+        mine = torch.zeros(target, dtype=like.dtype, device=like.device)
+        mine[: len(local)] = advantages[offset : offset + len(local)].to(like.device)
+        return mine
 
     def _reshape_advantages_rlsd(self, output, batch_size: int) -> None:
         """RLSD: (B,) advantages → (B, T) token advantages from the rollout-time teacher gap (rows with a teacher)."""
@@ -176,27 +251,53 @@ class SDARTrainer(GRPOTrainer):
         return logps
 
     # -------------------------------------------------------------------------------------------------- loss time
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """Turn rows: run a micro-batch as several `max_tokens_per_backward`-bounded passes (the same number on every
+        process); all but the last are back-propagated here, the last by the Trainer as usual."""
+        if "num_rows_in_batch" not in inputs or self.args.max_tokens_per_backward is None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        rows = inputs["prompt_ids"].size(0)
+        width = inputs["prompt_ids"].size(1) + inputs["completion_ids"].size(1)
+        local = chunks_needed(rows, width, self.args.max_tokens_per_backward)
+        passes = int(self.accelerator.gather(torch.tensor([local], device=self.accelerator.device)).max().item())
+        *earlier, last = chunk_slices(rows, passes)
+        done = None
+        for part in earlier:
+            loss = super().compute_loss(model, slice_rows(inputs, part, rows), return_outputs, num_items_in_batch)
+            if self.accelerator.distributed_type == DistributedType.DEEPSPEED:  # no optimizer step inside a pass
+                self.accelerator.deepspeed_engine_wrapped.backward(loss, sync_gradients=False, scale_wrt_gas=False)
+            else:
+                self.accelerator.backward(loss)
+            done = loss.detach() if done is None else done + loss.detach()
+        loss = super().compute_loss(model, slice_rows(inputs, last, rows), return_outputs, num_items_in_batch)
+        return loss if done is None else loss + done  # the detached part only completes the logged value
+
     def _get_per_token_logps_and_entropies(self, model, input_ids, *args, **kwargs):
         output = super()._get_per_token_logps_and_entropies(model, input_ids, *args, **kwargs)
         if self._capture_student_logps:
             self._student_logps = output[0]  # (B, C), with gradient: reused by the SDAR term
+            self._student_entropies = output[1]
         return output
 
     def _compute_loss(self, model, inputs):
-        if self.teacher is None:
-            return super()._compute_loss(model, inputs)
+        factor = self._turn_factor(inputs)
+        entropy_coef = self._applied_entropy_coef()  # read before TRL's adaptive controller may move it
         self._capture_student_logps = True
         try:
-            loss = self.args.rl_loss_coef * super()._compute_loss(model, inputs)
+            loss = super()._compute_loss(model, inputs)
         finally:
             self._capture_student_logps = False
         student_logps, self._student_logps = self._student_logps, None
+        entropies, self._student_entropies = self._student_entropies, None
+        if "num_rows_in_batch" in inputs:
+            loss = self._rescale_turn_rows(loss, inputs, factor, entropies, entropy_coef)
+        if self.teacher is None:
+            return loss
+        loss = self.args.rl_loss_coef * loss
         teacher_logps = inputs.get("teacher_per_token_logps")
         if teacher_logps is None:
             teacher_logps = self._teacher_logps(inputs)
-        mask = inputs["completion_mask"]
-        if "tool_mask" in inputs:
-            mask = mask * inputs["tool_mask"]  # environment / tool tokens are never trained nor distilled
+        mask = self._trained_mask(inputs)  # environment / tool tokens are never trained nor distilled
         row_mask = inputs["sdar_row_mask"].unsqueeze(1)  # (B, 1): rows without a teacher contribute zero
         kind = self.args.distill_loss_type
         if kind == "sdar":
@@ -223,7 +324,50 @@ class SDARTrainer(GRPOTrainer):
             training=mode == "train",
         )
         self._log_gate_metrics(mode, per_token, gate, gap, mask * row_mask)
-        return loss + self.args.sdar_coef * sdar_loss
+        return loss + self.args.sdar_coef * factor * sdar_loss
+
+    def _trained_mask(self, inputs) -> torch.Tensor:
+        mask = inputs["completion_mask"]
+        return mask * inputs["tool_mask"] if "tool_mask" in inputs else mask
+
+    def _turn_factor(self, inputs) -> float:
+        """`losses.turn_loss_factor` for turn rows (1.0 otherwise)."""
+        if "num_rows_in_batch" not in inputs:
+            return 1.0
+        training = self.model.training
+        return turn_loss_factor(
+            self.loss_type,
+            rows=inputs["prompt_ids"].size(0),
+            tokens=float(self._trained_mask(inputs).sum()),
+            rows_in_batch=float(inputs["num_rows_in_batch"]),
+            tokens_in_batch=float(inputs["num_items_in_batch"]),
+            num_processes=self.accelerator.num_processes,
+            steps_per_generation=self.args.steps_per_generation if training else 1,
+        )
+
+    def _applied_entropy_coef(self) -> float:
+        """The entropy coefficient TRL applies in this micro-batch (its adaptive controller gates it)."""
+        if not self._entropy_bonus_enabled:
+            return 0.0
+        if self.use_adaptive_entropy and self._last_world_entropy > self.args.entropy_target:
+            return 0.0
+        return self.entropy_coef
+
+    def _rescale_turn_rows(self, loss, inputs, factor: float, entropies, entropy_coef: float):
+        """TRL's loss of a chunk of turn rows → its exact share of the generation batch's loss: the policy part by
+        `factor`, the entropy bonus as a token mean over the whole batch."""
+        if entropy_coef == 0.0:
+            return factor * loss
+        mask = self._trained_mask(inputs).to(entropies.dtype)
+        accumulation = self.current_gradient_accumulation_steps if self.model.training else 1
+        bonus = (entropies * mask).sum() / mask.sum().clamp(min=1.0) / accumulation  # exactly TRL's term
+        entropy_factor = turn_entropy_factor(
+            tokens=float(mask.sum()),
+            tokens_in_batch=float(inputs["num_items_in_batch"]),
+            num_processes=self.accelerator.num_processes,
+            steps_per_generation=self.args.steps_per_generation if self.model.training else 1,
+        )
+        return factor * (loss + entropy_coef * bonus) - entropy_factor * entropy_coef * bonus
 
     def _log_gate_metrics(self, mode: str, per_token, gate, gap, mask) -> None:
         mask = mask.to(gate.dtype)

@@ -26,6 +26,7 @@ class TurnRecord:
     completion_ids: list[int]
     logprobs: list[float] | None
     valid: bool  # passed the format check (else the format penalty applies to this row)
+    prompt_text: str = ""  # `turn` unit: the step's user message
 
 
 @dataclass

@@ -179,7 +179,9 @@ def generic_step(view: StepView, action_tag: str) -> str:
         ]
     lines.append(f"This is step {view.steps_taken + 1}. What you observe now: {view.observation.text}")
     if view.observation.admissible_actions:
-        lines.append(f"The admissible actions at this step: [{_quoted_lines(view.observation.admissible_actions, ', ')}].")
+        lines.append(
+            f"The admissible actions at this step: [{_quoted_lines(view.observation.admissible_actions, ', ')}]."
+        )
     lines.append(_SEARCH_INSTRUCTIONS if action_tag == "search_qa" else _THINK_THEN_ACT)
     return "\n".join(lines)
 

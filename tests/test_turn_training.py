@@ -1,0 +1,109 @@
+"""SDARTrainer on turn rows: every baseline trains, and the loss is exact however the rows are split or padded."""
+
+import pytest
+import torch
+from test_turn_rows import FakeAlfworld
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from trl_sdar import SDARConfig, SDARTrainer
+from trl_sdar.microbatch import chunk_slices, chunks_needed, slice_rows
+from trl_sdar.rollout import EnvRollout, RolloutSettings, env_reward
+
+BASELINES = {
+    "sdar": {},
+    "grpo": {"sdar_coef": 0.0},
+    "opsd": {"rl_loss_coef": 0.0},
+    "naive": {"distill_loss_type": "naive"},
+    "rlsd": {"distill_loss_type": "rlsd"},
+    "skill_sd": {"distill_loss_type": "skill_sd", "sdar_coef": 0.001},
+}
+
+
+def _trainer(tiny_model_dir, tmp_path, student_sees_skills=False, **overrides):
+    settings = RolloutSettings(rollout_unit="turn", max_turns=3, max_turn_tokens=8, history_window=2)
+    rollout = EnvRollout(
+        FakeAlfworld, skills=lambda t: "Privileged: press inc.", settings=settings,
+        student_sees_skills=student_sees_skills,
+    )  # fmt: skip
+    config = dict(
+        output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none", save_strategy="no",
+        gradient_checkpointing=False, num_generations=2, per_device_train_batch_size=2, max_completion_length=8,
+        max_steps=2, logging_steps=1, learning_rate=1e-3, seed=0, gradient_accumulation_steps=2,
+    )  # fmt: skip
+    config.update(overrides)
+    return SDARTrainer(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        env_reward,
+        args=SDARConfig(**config),
+        train_dataset=rollout.dataset(range(4)),
+        processing_class=AutoTokenizer.from_pretrained(tiny_model_dir),
+        rollout_func=rollout,
+    )
+
+
+@pytest.mark.parametrize("name", [*BASELINES, "skill_grpo"])
+def test_every_baseline_trains_two_steps_on_turn_rows(name, tiny_model_dir, tmp_path):
+    overrides = BASELINES.get(name, {"sdar_coef": 0.0})
+    trainer = _trainer(tiny_model_dir, tmp_path, student_sees_skills=name == "skill_grpo", **overrides)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(logs) == 2
+    for log in logs:
+        # 4 episodes of up to 3 turns each: more rows than prompts, every step
+        assert 4 < log["turn/rows"] <= 12 and log["turn/trained_tokens"] > 0
+        assert log["env/alfworld/turns"] >= 1
+        if name not in ("grpo", "skill_grpo"):
+            assert log["sdar/rows_without_teacher"] == log["turn/padding_rows"]  # only padding rows lack it
+    assert any(not p.detach().equal(b) for p, b in zip(trainer.model.parameters(), before, strict=True))
+
+
+def _batch(trainer):
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = trainer.args.gradient_accumulation_steps
+    dataloader = trainer.get_train_dataloader()
+    batch = next(iter(dataloader))
+    return trainer._generate_and_score_completions(batch)
+
+
+def _grads(trainer, inputs):
+    trainer.model.zero_grad()
+    loss = trainer.compute_loss(trainer.model, inputs)
+    loss.backward()
+    return loss.detach(), [p.grad.clone() for p in trainer.model.parameters() if p.grad is not None]
+
+
+@pytest.mark.parametrize("loss_type", ["dapo", "grpo", "bnpo", "dr_grpo", "luspo"])
+def test_split_passes_and_padding_rows_leave_the_loss_exact(loss_type, tiny_model_dir, tmp_path):
+    trainer = _trainer(tiny_model_dir, tmp_path, loss_type=loss_type, entropy_coef=0.01, beta=0.0)
+    inputs = _batch(trainer)
+    rows = inputs["prompt_ids"].size(0)
+    real = (inputs["completion_mask"] * inputs["tool_mask"]).sum(1) > 0
+    assert float(inputs["num_rows_in_batch"]) == float(real.sum())
+    whole_loss, whole = _grads(trainer, inputs)
+    # several bounded passes (the first ones back-propagated inside compute_loss) give the same gradient and loss
+    trainer.args.max_tokens_per_backward = 2 * (inputs["prompt_ids"].size(1) + inputs["completion_ids"].size(1))
+    assert chunks_needed(rows, inputs["prompt_ids"].size(1) + inputs["completion_ids"].size(1),
+                         trainer.args.max_tokens_per_backward) > 1  # fmt: skip
+    split_loss, split = _grads(trainer, inputs)
+    assert torch.allclose(split_loss, whole_loss, atol=1e-6)
+    for a, b in zip(whole, split, strict=True):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-5)
+    # dropping the padding rows changes nothing either
+    trainer.args.max_tokens_per_backward = None
+    if not real.all():
+        unpadded = {k: (v[real] if isinstance(v, torch.Tensor) and v.ndim and v.size(0) == rows else v)
+                    for k, v in inputs.items()}  # fmt: skip
+        _, without = _grads(trainer, unpadded)
+        for a, b in zip(whole, without, strict=True):
+            assert torch.allclose(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_halves_of_a_batch_sum_to_the_whole(tiny_model_dir, tmp_path):
+    # the grpo normaliser (a mean over rows) split over two chunks: each chunk's share adds up to the whole
+    trainer = _trainer(tiny_model_dir, tmp_path, loss_type="grpo", beta=0.0)
+    inputs = _batch(trainer)
+    rows = inputs["prompt_ids"].size(0)
+    whole_loss, _ = _grads(trainer, inputs)
+    parts = [trainer.compute_loss(trainer.model, slice_rows(inputs, s, rows)).detach() for s in chunk_slices(rows, 2)]
+    assert torch.allclose(sum(parts), whole_loss, atol=1e-6)
