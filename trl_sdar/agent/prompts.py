@@ -173,10 +173,7 @@ def generic_step(view: StepView, action_tag: str) -> str:
     lines = [f"Your task: {view.task.instruction}"]
     if view.history:
         lines.append(f"You have taken {view.steps_taken} step(s) so far. Your most recent ones:")
-        lines += [
-            f"[Observation {view.first_history_step + i}: '{obs}', Action {view.first_history_step + i}: '{act}']"
-            for i, (obs, act) in enumerate(view.history)
-        ]
+        lines.append(_history_pairs(view))
     lines.append(f"This is step {view.steps_taken + 1}. What you observe now: {view.observation.text}")
     if view.observation.admissible_actions:
         lines.append(
