@@ -107,3 +107,30 @@ def test_halves_of_a_batch_sum_to_the_whole(tiny_model_dir, tmp_path):
     whole_loss, _ = _grads(trainer, inputs)
     parts = [trainer.compute_loss(trainer.model, slice_rows(inputs, s, rows)).detach() for s in chunk_slices(rows, 2)]
     assert torch.allclose(sum(parts), whole_loss, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_two_processes_with_uneven_turn_rows_stay_in_lockstep(tiny_model_dir, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parent / "dist" / "turn_rows_2proc.py"
+    out = tmp_path / "result.json"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--main_process_port", "29533", str(script), str(out), tiny_model_dir]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TRL_EXPERIMENTAL_SILENCE": "1"}
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads(out.read_text())
+    a, b = data["checksums"]
+    assert a == pytest.approx(b, abs=1e-6)  # same updates on both ranks: every collective matched up
+    rows = data["rows_per_rank_and_step"]  # gathered: rank 0's steps, then rank 1's
+    half = len(rows) // 2
+    per_step = list(zip(rows[:half], rows[half:], strict=True))
+    assert any(r0 != r1 for r0, r1 in per_step)  # the ranks really held different numbers of rows
+    for log, (r0, r1) in zip(data["logs"], per_step, strict=True):
+        assert log["turn/rows"] == pytest.approx((r0 + r1) / 2)
+        assert log["turn/padding_rows"] == 2 * max(r0, r1) - r0 - r1  # each rank padded to the larger count

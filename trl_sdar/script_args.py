@@ -50,6 +50,21 @@ class SDARScriptArguments(ScriptArguments):
         subprocess_envs (`bool`, *optional*, defaults to `False`):
             Run each environment in its own process (parallel ALFWorld engines, killable hangs).
 
+        > Parameters that control the agent loop
+
+        rollout_unit (`str`, *optional*, defaults to `"episode"`):
+            `"turn"`: every model turn is one training row on a bounded step prompt (the paper's loop; the paper
+            recipes use it). `"episode"`: the whole episode is one completion, environment tokens masked.
+        history_window (`int`, *optional*, defaults to `2`):
+            Past (observation, action) pairs shown in a `turn` prompt (paper: 2 for ALFWorld/WebShop, 4 for
+            Search-QA).
+        parser (`str`, *optional*, defaults to `"reference"`):
+            How a turn's text is read: `"reference"` (the paper's rules; a format-invalid turn is penalised and
+            still played) or `"strict"` (think first, exactly one action; an invalid turn is not played).
+        advantage_over (`str`, *optional*, defaults to `"turns"`):
+            `turn` unit: GRPO mean/std over every turn row of a group (`"turns"`, the paper's) or over its
+            episodes (`"episodes"`).
+
         > Parameters that control the skills (privileged context)
 
         skills (`str`, *optional*, defaults to `"rules"`):
@@ -81,6 +96,10 @@ class SDARScriptArguments(ScriptArguments):
     env_step_timeout: float = field(default=60.0, metadata={"help": "Seconds before a hung env step is abandoned."})
     env_workers: int = field(default=8, metadata={"help": "Concurrent environment steps."})
     subprocess_envs: bool = field(default=False, metadata={"help": "One process per environment instance."})
+    rollout_unit: str = field(default="episode", metadata={"help": "turn (paper: a row per turn) | episode."})
+    history_window: int = field(default=2, metadata={"help": "Past (observation, action) pairs in a turn prompt."})
+    parser: str = field(default="reference", metadata={"help": "reference (paper's rules) | strict."})
+    advantage_over: str = field(default="turns", metadata={"help": "turn unit: GRPO stats over turns | episodes."})
     skills: str = field(default="rules", metadata={"help": "rules | all | bm25 | embedding | none."})
     skills_path: str | None = field(default=None, metadata={"help": "Published-format skill folder to use."})
     skills_top_k: int = field(default=1, metadata={"help": "Retrieved sections for bm25/embedding selection."})
@@ -92,7 +111,14 @@ class SDARScriptArguments(ScriptArguments):
 
         if self.env_name in ("", "null", "none", "None"):  # `--env_name null` on the command line, as in YAML
             self.env_name = None
-        checks = {"env_source": ENV_SOURCES, "env_difficulty": DIFFICULTIES, "skills": SKILL_MODES}
+        checks = {
+            "env_source": ENV_SOURCES,
+            "env_difficulty": DIFFICULTIES,
+            "skills": SKILL_MODES,
+            "rollout_unit": ("episode", "turn"),
+            "parser": ("reference", "strict"),
+            "advantage_over": ("turns", "episodes"),
+        }
         for name, valid in checks.items():
             if getattr(self, name) not in valid:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not valid; expected one of {list(valid)}.")

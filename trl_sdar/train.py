@@ -111,6 +111,10 @@ def build_env_rollout(script: SDARScriptArguments):
         max_turn_tokens=script.max_turn_tokens,
         step_timeout_s=script.env_step_timeout,
         num_workers=script.env_workers,
+        rollout_unit=script.rollout_unit,
+        history_window=script.history_window,
+        parser=script.parser,
+        advantage_over=script.advantage_over,
     )
     rollout = EnvRollout(
         lambda: make_env(script.env_name, subprocess=script.subprocess_envs, **kwargs),

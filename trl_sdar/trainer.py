@@ -152,7 +152,8 @@ class SDARTrainer(GRPOTrainer):
         first = self.accelerator.process_index * len(inputs)  # global index of this process's first episode
         row_inputs = [{**inputs[i], **{k: v[j] for k, v in rows.items() if k != "logprobs"}}
                       for j, i in enumerate(rows["episode_index"])]  # fmt: skip
-        row_inputs += [self._padding_row(inputs[0]) for _ in range(target - real)]
+        padding = self._padding_row({**inputs[0], **{key: None for key in rows}})
+        row_inputs += [dict(padding) for _ in range(target - real)]
         replay = {key: [r[key] for r in row_inputs] for key in ("prompt_ids", "completion_ids", "env_mask")}
         replay["logprobs"] = None if rows["logprobs"] is None else rows["logprobs"] + [[0.0]] * (target - real)
         # GRPO group = the num_generations consecutive prompts of one task (TRL's sampler), episode = its prompt
