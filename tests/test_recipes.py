@@ -126,6 +126,10 @@ def test_recipe_parses_and_every_value_arrives(path):
     assert isinstance(recipe["learning_rate"], float), "write 1.0e-6: YAML reads a bare 1e-6 as a string"
 
 
+HISTORY_WINDOW = {"alfworld": 2, "webshop": 2, "search_qa": 4}
+PROMPT_LIMIT = {"alfworld": 2048, "webshop": 4096, "search_qa": 4096}
+
+
 @pytest.mark.parametrize("path", BENCH_RECIPES, ids=_id)
 def test_paper_settings(path):
     bench, method, model, lora = name_parts(path)
@@ -150,8 +154,15 @@ def test_paper_settings(path):
     )
     assert r["bf16"] is True and r["gradient_checkpointing"] is True
     assert r["use_vllm"] is True and r["vllm_mode"] == "colocate"
-    # one episode is one completion: room for several full turns, and vLLM must fit prompt + episode
-    assert r["max_completion_length"] >= 4096 and r["vllm_max_model_length"] > r["max_completion_length"]
+    # the paper's loop: one row per turn on a bounded step prompt; vLLM fits the paper's prompt limit + one turn
+    assert (r["rollout_unit"], r["history_window"], r["parser"], r["advantage_over"]) == (
+        "turn",
+        HISTORY_WINDOW[bench],
+        "reference",
+        "turns",
+    )
+    assert r["max_completion_length"] == 512 and r["vllm_max_model_length"] == PROMPT_LIMIT[bench] + 512
+    assert r["max_tokens_per_backward"] >= 8192
     assert r["output_dir"] == f"outputs/{bench}/{path.stem}" and r["logging_steps"] == 1 and r["save_steps"] > 0
     if model.startswith("qwen3"):
         assert r["chat_template_kwargs"] == {"enable_thinking": False}
