@@ -134,3 +134,8 @@ def test_two_processes_with_uneven_turn_rows_stay_in_lockstep(tiny_model_dir, tm
     for log, (r0, r1) in zip(data["logs"], per_step, strict=True):
         assert log["turn/rows"] == pytest.approx((r0 + r1) / 2)
         assert log["turn/padding_rows"] == 2 * max(r0, r1) - r0 - r1  # each rank padded to the larger count
+
+
+def test_turn_rows_refuse_entropy_quantile_masks(tiny_model_dir, tmp_path):
+    with pytest.raises(ValueError, match="top_entropy_quantile=0.5"):
+        _trainer(tiny_model_dir, tmp_path, top_entropy_quantile=0.5)

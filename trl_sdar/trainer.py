@@ -85,6 +85,11 @@ class SDARTrainer(GRPOTrainer):
             kind = type(args).__name__ if isinstance(args, GRPOConfig) else repr(type(args))
             raise TypeError(f"SDARTrainer needs `args` to be a trl_sdar.SDARConfig, got {kind}; use SDARConfig.")
         super().__init__(model, reward_funcs, args=args, **kwargs)
+        if self._turn_rows and args.top_entropy_quantile < 1.0:
+            raise ValueError(
+                f"SDARConfig.top_entropy_quantile={args.top_entropy_quantile!r} is not supported with "
+                "rollout_unit='turn' (its token masks are per micro-batch, turn rows rescale them); use 1.0."
+            )
         self._capture_student_logps = False
         self._student_logps: torch.Tensor | None = None
         self._student_entropies: torch.Tensor | None = None
