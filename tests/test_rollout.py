@@ -226,3 +226,76 @@ def test_rank_without_episodes_keeps_calling_the_generator_while_others_play(tok
     other_ranks_active = iter([True, True, True, False])
     episodes = rollout.run([0], prompts, generator, turns, 500, any_active=lambda local: next(other_ranks_active))
     assert episodes[0].won and [n for n, _ in generator.calls] == [1, 0, 0]
+
+
+class CountingEnv(CounterEnv):
+    def __init__(self):
+        super().__init__()
+        self.steps = 0
+
+    def step(self, action):
+        self.steps += 1
+        return super().step(action)
+
+
+def test_turn_cut_by_the_episode_budget_is_not_played_and_keeps_logprobs_aligned(tokenizer):
+    # one turn of ~40 tokens, an episode budget of 20: the cut turn's action must not reach the environment, and its
+    # sampling log-probs are cut with its tokens (vLLM importance sampling needs one log-prob per token)
+    class WithLogprobs(ScriptedGenerator):
+        def generate(self, contexts, max_new_tokens):
+            return [Generated(o.ids, [-0.1] * len(o.ids)) for o in super().generate(contexts, max_new_tokens)]
+
+    rollout = EnvRollout(CountingEnv, settings=RolloutSettings(max_turn_tokens=64))
+    prompts = [row["prompt"] for row in rollout.dataset([0])]
+    turns = ChatTurns(tokenizer)
+    text = "<think>" + "count " * 30 + "</think><action>inc</action>"
+    generator = WithLogprobs(tokenizer, [(turns.prompt_ids(prompts[0]), [text])])
+    [episode] = rollout.run([0], prompts, generator, turns, budget=20)
+    assert len(episode.completion_ids) == len(episode.logprobs) == len(episode.env_mask) == 20
+    assert episode.budget_ended and episode.env.steps == 0 and not episode.won and episode.env_reward == 0.0
+    out = rollout.to_rollout_output([episode], with_logprobs=True)
+    assert len(out["logprobs"][0]) == len(out["completion_ids"][0])
+    assert rollout.metrics([episode])["env/counter/budget_ended"] == 1.0
+
+
+GEMMA_LIKE = (
+    "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ 'model' if m.role == 'assistant' else m.role }}\n"
+    "{{ m.content }}<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+
+
+def test_end_of_turn_tokens_other_than_eos_give_the_templates_transcript(tiny_model_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<end_of_turn>", "<|endoftext|>"]})
+    end, other = tokenizer.convert_tokens_to_ids(["<end_of_turn>", "<|endoftext|>"])
+    tokenizer.chat_template = GEMMA_LIKE
+    turns = ChatTurns(tokenizer)
+    assert turns.end_of_turn_id == end != tokenizer.eos_token_id
+    model = tokenizer("<think>x</think><action>go</action>", add_special_tokens=False)["input_ids"]
+    # the model stopped on the template's own end-of-turn token: the reply continues after it, no second one
+    reply = turns.reply_ids("you see a desk", model + [end])
+    convo = [{"role": "user", "content": "u"}, {"role": "assistant", "content": "<think>x</think><action>go</action>"},
+             {"role": "user", "content": "you see a desk"}]  # fmt: skip
+    rendered = tokenizer.apply_chat_template(convo, tokenize=False, add_generation_prompt=True)
+    head = tokenizer.apply_chat_template(convo[:1], tokenize=False, add_generation_prompt=True)
+    assert tokenizer.decode(model + [end] + reply) == rendered[len(head) :]
+    # stopped on another stop id, or cut by the token limit: the template's end-of-turn follows
+    assert turns.reply_ids("you see a desk", model + [other])[0] == end
+    assert turns.reply_ids("you see a desk", model)[0] == end
+
+
+def test_logprobs_stay_aligned_when_one_episode_of_a_batch_runs_out_of_budget(tokenizer):
+    class WithLogprobs(ScriptedGenerator):
+        def generate(self, contexts, max_new_tokens):
+            return [Generated(o.ids, [-0.1] * len(o.ids)) for o in super().generate(contexts, max_new_tokens)]
+
+    long_turn = "<think>" + "word " * 40 + "</think>"
+    settings = RolloutSettings(max_turns=2, max_turn_tokens=50, parser="strict")
+    rollout = EnvRollout(CountingEnv, settings=settings)
+    prompts = [row["prompt"] for row in rollout.dataset([1, 2])]
+    turns = ChatTurns(tokenizer)
+    scripts = [(turns.prompt_ids(prompts[0]), [long_turn]), (turns.prompt_ids(prompts[1]), ["no tags"])]
+    episodes = rollout.run([1, 2], prompts, WithLogprobs(tokenizer, scripts), turns, budget=150)
+    assert episodes[0].budget_ended and len(episodes[0].completion_ids) == 150
+    for e in episodes:  # the batch's max_new_tokens came from the other episode's room
+        assert len(e.logprobs) == len(e.completion_ids) == len(e.env_mask)

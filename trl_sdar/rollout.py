@@ -235,7 +235,7 @@ class EnvRollout:
             room = budget - len(e.completion_ids) if self.rollout_unit == "episode" else budget
             ids = out.ids[:room]
             logprobs = out.logprobs[: len(ids)] if out.logprobs is not None else None
-            cut = len(out.ids) > room  # the episode's token budget ended this turn mid-way: never parse or play it
+            cut = self._cut_by_budget(out.ids, room, turns)  # never parse or play a turn the budget ended
             text = turns.tokenizer.decode(ids, skip_special_tokens=True)
             p = None if cut else parse_turn(text, e.env.action_tag, rules=self.settings.parser, env_name=e.env.name)
             e.turns += 1
@@ -255,6 +255,16 @@ class EnvRollout:
                 e.done = True
             elif not e.done:
                 self._after_turn(e, parsed[id(e)], results.get(id(e)), turns, budget)
+
+    def _cut_by_budget(self, ids: list[int], room: int, turns: ChatTurns) -> bool:
+        """`episode` unit: whether the episode's token budget, not the model, ended this turn (the turn limit
+        `max_turn_tokens` does not count: a turn it truncates is read as it is, like the reference does)."""
+        if self.rollout_unit != "episode" or len(ids) < room:
+            return False
+        if len(ids) > room:
+            return True
+        ended = turns.closes_turn(ids) or ids[-1] == turns.tokenizer.eos_token_id
+        return room < self.settings.max_turn_tokens and not ended
 
     def _action_to_play(self, p: ParsedTurn | None) -> str | None:
         if p is None or (not p.valid and self.settings.parser == "strict"):
