@@ -141,9 +141,16 @@ def evaluate_model(
     batch_size: int = 16,
     student_skills: Callable | None = None,
     progress: Callable[[int, int], None] | None = None,
+    rollout_unit: str = "turn",
+    history_window: int = 2,
+    parser: str = "reference",
 ) -> dict:
     """Play every task once per seed with the model (sampling at `temperature`, the paper's 0.4) and report the
-    success rate per seed, their mean and spread (avg@k), and per-type success averaged over seeds."""
+    success rate per seed, their mean and spread (avg@k), and per-type success averaged over seeds.
+
+    `rollout_unit="turn"` (default, the paper's protocol) shows the agent the step prompt with the last
+    `history_window` (observation, action) pairs at every turn; `"episode"` plays the whole episode as one growing
+    transcript of at most `max_episode_tokens` tokens."""
     import statistics
 
     import torch
@@ -151,7 +158,15 @@ def evaluate_model(
     from .generation import HFGenerator
     from .rollout import ChatTurns, EnvRollout, RolloutSettings
 
-    settings = RolloutSettings(max_turns=max_turns, max_turn_tokens=max_turn_tokens, num_workers=batch_size)
+    settings = RolloutSettings(
+        max_turns=max_turns,
+        max_turn_tokens=max_turn_tokens,
+        num_workers=batch_size,
+        rollout_unit=rollout_unit,
+        history_window=history_window,
+        parser=parser,
+    )
+    budget = max_turn_tokens if rollout_unit == "turn" else max_episode_tokens
     rollout = EnvRollout(
         env_factory, skills=student_skills, settings=settings, student_sees_skills=bool(student_skills)
     )
@@ -163,7 +178,7 @@ def evaluate_model(
         results = []
         for start in range(0, len(task_ids), batch_size):
             chunk = slice(start, start + batch_size)
-            episodes = rollout.run(task_ids[chunk], prompts[chunk], generator, turns, max_episode_tokens)
+            episodes = rollout.run(task_ids[chunk], prompts[chunk], generator, turns, budget)
             results += [
                 EpisodeResult(e.task.task_id, e.task.task_type, e.won, e.score, e.turns, e.error) for e in episodes
             ]
