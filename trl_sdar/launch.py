@@ -59,15 +59,26 @@ def parse_train_args(argv: list[str]):
 
 
 def resolve_accelerate_config(launch_args: list[str]) -> list[str]:
-    """`--accelerate_config NAME_OR_PATH` → `--config_file PATH` (names: our recipes/accelerate/*.yaml)."""
+    """`--accelerate_config NAME_OR_PATH` → `--config_file PATH` (names: our recipes/accelerate/*.yaml).
+
+    The recipe's value comes first and a command-line one after it: the last one wins, like any other key.
+    """
     if "--accelerate_config" not in launch_args:
         return launch_args
-    i = launch_args.index("--accelerate_config")
-    value = launch_args[i + 1]
+    rest, values = [], []
+    items = iter(launch_args)
+    for item in items:
+        if item == "--accelerate_config":
+            values.append(next(items, None))
+        else:
+            rest.append(item)
+    value = values[-1]
+    if value is None:
+        raise ValueError("accelerate_config needs a value: a file or the name of one in recipes/accelerate/.")
     path = value if os.path.exists(value) else os.path.join("recipes", "accelerate", f"{value}.yaml")
     if not os.path.exists(path):
         raise ValueError(f"accelerate_config={value!r}: neither a file nor recipes/accelerate/{value}.yaml.")
-    return [*launch_args[:i], "--config_file", path, *launch_args[i + 2 :]]
+    return ["--config_file", path, *rest]
 
 
 def launch_with_accelerate(train_argv: list[str], launch_args: list[str], cli_launch_args: list[str]) -> None:
@@ -78,7 +89,22 @@ def launch_with_accelerate(train_argv: list[str], launch_args: list[str], cli_la
     os.environ[LAUNCHED_ENV] = "1"
     launch_args = resolve_accelerate_config(launch_args)
     parsed = launch_command_parser().parse_args([*launch_args, "--module", "trl_sdar.cli", "train", *script_argv])
+    check_machines(parsed)
     launch_command(parsed)
+
+
+def check_machines(parsed) -> None:
+    """Several machines need the address of machine 0 (accelerate would otherwise wait for `None:PORT`)."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(parsed.config_file) if parsed.config_file else None
+    machines = parsed.num_machines or (config.num_machines if config else 1)
+    address = parsed.main_process_ip or (config.main_process_ip if config else None)
+    if machines > 1 and not address:
+        raise ValueError(
+            f"num_machines={machines} needs main_process_ip, the address of machine 0 (every machine gives the same "
+            "one): add `--main_process_ip ADDRESS --machine_rank R` to the command line of machine R."
+        )
 
 
 def _without(argv: list[str], remove: list[str]) -> list[str]:
