@@ -315,6 +315,7 @@ def launches(monkeypatch):
 
         *_, launch_args, cli_launch_args = parse_train_args(argv)
         launch_with_accelerate(argv, launch_args, cli_launch_args)
+        monkeypatch.setenv(LAUNCHED_ENV, "0")  # this test process goes on as a launcher
         assert len(started) == 1, started
         return started.pop()
 
@@ -424,3 +425,34 @@ def test_several_machines_without_the_address_of_machine_0_is_a_clear_error(laun
     recipe = "recipes/alfworld/sdar_qwen2.5-7b_multinode_zero3.yaml"
     with pytest.raises(ValueError, match="num_machines=2 needs main_process_ip"):
         launches(["--config", recipe, *CPU_OVERRIDES, "--machine_rank", "1"])
+
+
+def test_batch_arithmetic_is_checked_against_the_processes_accelerate_will_start(launches):
+    recipe = "recipes/alfworld/sdar_qwen2.5-7b_multinode_zero3.yaml"
+    four_machines = [
+        "--num_machines",
+        "4",
+        "--num_processes",
+        "32",
+        "--machine_rank",
+        "1",
+        "--main_process_ip",
+        MACHINE_0,
+    ]
+    # 128 episodes = 2 × 2 × 32: this one process alone would have a generation batch of 2 × 2 = 4 < 8 generations
+    argv = ["--config", recipe, *CPU_OVERRIDES, "--gradient_accumulation_steps", "2", *four_machines]
+    run = launches(argv)["torchrun"]
+    assert (int(run["nnodes"]), int(run["nproc_per_node"]), run["node_rank"]) == (4, 8, 1)
+    with pytest.raises(ValueError, match=r"generation_batch_size \(4\) must be divisible by num_generations \(8\)"):
+        launches(["--config", recipe, *CPU_OVERRIDES, "--per_device_train_batch_size", "1",  # 1 × 1 × 4 processes
+                  "--gradient_accumulation_steps", "1", "--num_processes", "4", "--num_machines", "1"])  # fmt: skip
+
+
+def test_a_recipe_trained_in_this_process_keeps_its_own_world_size():
+    from trl_sdar.launch import launch_processes, parse_train_args
+
+    quickstart = "recipes/quickstart/sdar_smollm2_alfworld_cpu.yaml"
+    assert launch_processes(["--config", str(ROOT / quickstart)]) is None  # no hand-off: no accelerate config
+    training = parse_train_args(["--config", str(ROOT / quickstart)])[1]
+    assert training.world_size == 1 and training.generation_batch_size == training.per_device_train_batch_size
+    assert launch_processes(["--config", str(ROOT / quickstart), "--num_processes=2"]) == 2

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+from contextlib import contextmanager
 from dataclasses import fields
 
 LAUNCHED_ENV = "TRL_SDAR_LAUNCHED"  # set in processes started by our accelerate hand-off
@@ -49,13 +50,67 @@ def check_launch_args(remaining: list[str]) -> None:
 
 
 def parse_train_args(argv: list[str]):
-    """(script_args, sdar_config, model_config, launch_args, cli_launch_args) from `train` arguments."""
+    """(script_args, sdar_config, model_config, launch_args, cli_launch_args) from `train` arguments.
+
+    Before a hand-off to accelerate, the batch arithmetic is checked against the processes accelerate will start
+    (GRPO's generation batch = per-device batch × processes × steps per generation), not against this one process.
+    """
     parser = make_parser()
-    script, training, model, config_rest, cli_rest = parser.parse_args_and_config(
-        argv, return_remaining_strings=True, separate_remaining_strings=True
-    )
+    with _world_size(launch_processes(argv)):
+        script, training, model, config_rest, cli_rest = parser.parse_args_and_config(
+            argv, return_remaining_strings=True, separate_remaining_strings=True
+        )
     check_launch_args(config_rest + cli_rest)
     return script, training, model, config_rest + cli_rest, cli_rest
+
+
+def launch_processes(argv: list[str]) -> int | None:
+    """Processes the accelerate hand-off will start: `num_processes` of the command line, the recipe or the
+    accelerate config (in that order); None when this process trains itself (no hand-off, or already launched)."""
+    if os.environ.get(LAUNCHED_ENV) == "1":
+        return None
+    import yaml
+
+    def value(key: str, recipe: dict):
+        pairs = [a.split("=", 1) if "=" in a else [a, b] for a, b in zip(argv, [*argv[1:], None], strict=True)]
+        given = [v for k, v in pairs if k == f"--{key}"]
+        return given[-1] if given else recipe.get(key)
+
+    recipe = {}
+    if value("config", {}) is not None:
+        try:
+            with open(value("config", {})) as f:
+                recipe = yaml.safe_load(f)
+        except (OSError, yaml.YAMLError):
+            pass  # the recipe parser reports it
+        recipe = recipe if isinstance(recipe, dict) else {}
+    processes, config = value("num_processes", recipe), value("accelerate_config", recipe)
+    config = config if config is None else resolve_accelerate_config(["--accelerate_config", config])[1]
+    config = config or value("config_file", recipe)
+    if processes is None and config is not None:
+        from accelerate.commands.config.config_args import load_config_from_file
+
+        processes = load_config_from_file(config).num_processes
+    return None if processes is None else int(processes)
+
+
+@contextmanager
+def _world_size(processes: int | None):
+    """`SDARConfig.world_size` reads `processes` while the recipe is parsed (its checks see the launched run)."""
+    from .config import SDARConfig
+
+    if processes is None:
+        yield
+        return
+    own = SDARConfig.__dict__.get("world_size")
+    SDARConfig.world_size = property(lambda self: processes)
+    try:
+        yield
+    finally:
+        if own is None:
+            del SDARConfig.world_size
+        else:
+            SDARConfig.world_size = own
 
 
 def resolve_accelerate_config(launch_args: list[str]) -> list[str]:
