@@ -187,3 +187,36 @@ def test_every_vllm_serve_command_in_a_header_parses_and_fits_the_recipe(path):
         serve = parse_vllm_serve(argv)
         check_fits(serve, recipe)
         assert serve.port == recipe["vllm_server_port"]
+
+
+def _doc_commands(program: str) -> list[list[str]]:
+    """`program …` command lines in the fenced bash blocks of docs/scaling.md (continuations joined, comments cut)."""
+    text = (ROOT / "docs" / "scaling.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", text, re.DOTALL)
+    commands = []
+    for line in (line.split("#")[0] for b in blocks for line in b.replace("\\\n", " ").splitlines()):
+        words = [w for w in shlex.split(line) if w != "&"]
+        while words and re.fullmatch(r"[A-Z_]+=\S*", words[0]):  # environment assignments before the command
+            words.pop(0)
+        if words[: len(program.split())] == program.split():
+            commands.append(words[len(program.split()) :])
+    return commands
+
+
+def test_commands_in_the_scaling_guide_parse_and_launch(launches):  # noqa: F811
+    from trl_sdar.launch import parse_train_args
+
+    serves = [parse_vllm_serve(["vllm-serve", *argv]) for argv in _doc_commands("trl vllm-serve")]
+    trains = _doc_commands("trl-sdar train")
+    assert len(serves) >= 2 and len(trains) >= 2
+    for argv in trains:
+        argv = [{"$VLLM_HOST": NODES[0], "$TRAIN0": NODES[1], "R": "1"}.get(a, a) for a in argv]
+        recipe = load(ROOT / argv[argv.index("--config") + 1])
+        training = parse_train_args([*argv, *CPU_OVERRIDES])[1]
+        assert training.vllm_mode == "server" and any(s.port == training.vllm_server_port for s in serves)
+        assert any(s.model == recipe["model_name_or_path"] for s in serves)
+        run = launches([*argv, *CPU_OVERRIDES])["torchrun"]
+        assert (
+            int(run["nproc_per_node"]) * int(run["nnodes"].split(":")[0])
+            == load(ROOT / recipe["accelerate_config"])["num_processes"]
+        )
