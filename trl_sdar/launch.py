@@ -69,29 +69,42 @@ def launch_processes(argv: list[str]) -> int | None:
     accelerate config (in that order); None when this process trains itself (no hand-off, or already launched)."""
     if os.environ.get(LAUNCHED_ENV) == "1":
         return None
-    import yaml
+    recipe = _read_mapping(_last_flag(argv, "config"))
 
-    def value(key: str, recipe: dict):
-        pairs = [a.split("=", 1) if "=" in a else [a, b] for a, b in zip(argv, [*argv[1:], None], strict=True)]
-        given = [v for k, v in pairs if k == f"--{key}"]
-        return given[-1] if given else recipe.get(key)
+    def value(key: str) -> str | None:
+        given = _last_flag(argv, key)
+        return given if given is not None else recipe.get(key)
 
-    recipe = {}
-    if value("config", {}) is not None:
-        try:
-            with open(value("config", {})) as f:
-                recipe = yaml.safe_load(f)
-        except (OSError, yaml.YAMLError):
-            pass  # the recipe parser reports it
-        recipe = recipe if isinstance(recipe, dict) else {}
-    processes, config = value("num_processes", recipe), value("accelerate_config", recipe)
-    config = config if config is None else resolve_accelerate_config(["--accelerate_config", config])[1]
-    config = config or value("config_file", recipe)
+    processes, config = value("num_processes"), value("accelerate_config")
+    config = value("config_file") if config is None else resolve_accelerate_config(["--accelerate_config", config])[1]
     if processes is None and config is not None:
         from accelerate.commands.config.config_args import load_config_from_file
 
         processes = load_config_from_file(config).num_processes
     return None if processes is None else int(processes)
+
+
+def _last_flag(argv: list[str], key: str) -> str | None:
+    """The value of the last `--key VALUE` or `--key=VALUE` in `argv`."""
+    found = None
+    for item, following in zip(argv, [*argv[1:], None], strict=True):
+        if item == f"--{key}":
+            found = following
+        elif item.startswith(f"--{key}="):
+            found = item.split("=", 1)[1]
+    return found
+
+
+def _read_mapping(path: str | None) -> dict:
+    """The recipe's keys, or {} when there is none or it does not load (the recipe parser then says why)."""
+    import yaml
+
+    try:
+        with open(path) as f:
+            loaded = yaml.safe_load(f)
+    except (TypeError, OSError, yaml.YAMLError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
 
 
 @contextmanager
