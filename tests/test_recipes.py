@@ -456,3 +456,10 @@ def test_a_recipe_trained_in_this_process_keeps_its_own_world_size():
     training = parse_train_args(["--config", str(ROOT / quickstart)])[1]
     assert training.world_size == 1 and training.generation_batch_size == training.per_device_train_batch_size
     assert launch_processes(["--config", str(ROOT / quickstart), "--num_processes=2"]) == 2
+
+
+def test_the_multi_machine_recipes_differ_only_in_their_accelerate_config():
+    zero3, fsdp2 = (load(RECIPE_DIR / f"alfworld/sdar_qwen2.5-7b_multinode_{k}.yaml") for k in ("zero3", "fsdp2"))
+    assert differing_keys(zero3, fsdp2) == {"accelerate_config"} | RUN_KEYS
+    configs = [load(ROOT / r["accelerate_config"]) for r in (zero3, fsdp2)]
+    assert [(c["num_machines"], c["num_processes"]) for c in configs] == [(2, 16), (2, 16)]
