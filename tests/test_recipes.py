@@ -8,6 +8,10 @@ command line, and the file values are checked by loading the YAML directly.
 
 import functools
 import json
+import re
+import shlex
+import sys
+import types
 from dataclasses import fields
 from pathlib import Path
 
@@ -30,6 +34,11 @@ HUB_IDS = {
 PAPER_MODELS = {"alfworld": ["qwen2.5-3b", "qwen2.5-7b", "qwen3-1.7b"], "webshop": ["qwen2.5-3b", "qwen2.5-7b"],
                 "search_qa": ["qwen2.5-3b"]}  # fmt: skip
 LORA_MODELS = ("qwen2.5-3b", "qwen3-1.7b")  # single-GPU LoRA variants exist for the small models
+# Layouts past one colocated node (docs/scaling.md): vLLM served on GPUs of its own, on the same or another machine.
+SERVER_LAYOUTS = ("server", "multinode_zero3", "multinode_fsdp2")
+SERVER_RECIPES = {"alfworld/sdar_qwen2.5-7b_server.yaml", "alfworld/sdar_qwen2.5-7b_multinode_zero3.yaml",
+                  "alfworld/sdar_qwen2.5-7b_multinode_fsdp2.yaml"}  # fmt: skip
+LAYOUTS = ("lora", *SERVER_LAYOUTS)
 MAX_TURNS = {"alfworld": 50, "webshop": 15, "search_qa": 4}
 KL_BETA = {"alfworld": 0.01, "webshop": 0.01, "search_qa": 0.001}
 TASKS_PER_STEP = {"alfworld": 16, "webshop": 16, "search_qa": 128}  # × 8 episodes each
@@ -44,6 +53,10 @@ LORA_KEYS = {"accelerate_config", "use_peft", "lora_r", "lora_alpha", "lora_drop
              "learning_rate", "gradient_accumulation_steps"}  # fmt: skip
 LORA_MAY_CHANGE = {"per_device_train_batch_size"}  # batch layout on 1 GPU; the episodes per step stay the paper's
 RUN_KEYS = {"output_dir", "run_name"}
+# A server layout vs. its colocated SDAR recipe: launch, batch layout, environment workers and the vLLM block.
+SERVER_KEYS = {"accelerate_config", "gradient_accumulation_steps", "env_workers", "vllm_mode", "vllm_max_model_length",
+               "vllm_enable_sleep_mode", "vllm_server_port", "vllm_server_timeout"}  # fmt: skip
+SERVER_MAY_CHANGE = {"vllm_server_host"}  # same machine: in the recipe; another machine: on the command line
 QUICKSTART = {"model_name_or_path": "builtin:smollm2", "env_name": "alfworld", "env_difficulty": "easy",
               "use_peft": True, "lora_r": 8, "lora_target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
               "use_cpu": True, "bf16": False, "gradient_checkpointing": False, "use_vllm": False,
@@ -58,6 +71,9 @@ ACCELERATE_EXPECTED = {  # file → (distributed_type, num_processes, mixed_prec
     "deepspeed_zero3": ("DEEPSPEED", 8, "bf16", False),
     "fsdp2": ("FSDP", 8, "bf16", False),
     "cpu_2proc": ("MULTI_GPU", 2, "no", True),  # torchrun + gloo on CPU (MULTI_CPU would need mpirun)
+    "deepspeed_zero3_vllm_server": ("DEEPSPEED", 4, "bf16", False),  # GPUs 0-3; vLLM serves on 4-7
+    "deepspeed_zero3_multinode": ("DEEPSPEED", 16, "bf16", False),  # 2 machines × 8
+    "fsdp2_multinode": ("FSDP", 16, "bf16", False),
 }
 
 
@@ -77,11 +93,12 @@ def parsed(path: Path):
     return parse_train_args(["--config", str(path), *CPU_OVERRIDES])
 
 
-def name_parts(path: Path) -> tuple[str, str, str, bool]:
-    """recipes/<bench>/<method>_<model>[_lora].yaml → (bench, method, model, lora)."""
-    stem, lora = path.stem.removesuffix("_lora"), path.stem.endswith("_lora")
+def name_parts(path: Path) -> tuple[str, str, str, str]:
+    """recipes/<bench>/<method>_<model>[_<layout>].yaml → (bench, method, model, layout); layout "" = colocated."""
+    layout = next((x for x in LAYOUTS if path.stem.endswith(f"_{x}")), "")
+    stem = path.stem.removesuffix(f"_{layout}") if layout else path.stem
     method = next(m for m in METHODS if stem.startswith(m + "_"))
-    return path.parent.name, method, stem[len(method) + 1 :], lora
+    return path.parent.name, method, stem[len(method) + 1 :], layout
 
 
 def differing_keys(a: dict, b: dict) -> set[str]:
@@ -97,7 +114,7 @@ def test_the_expected_recipes_exist():
             expected |= {f"{bench}/{method}_{model}.yaml" for method in METHODS}
             if model in LORA_MODELS:
                 expected |= {f"{bench}/sdar_{model}_lora.yaml", f"{bench}/grpo_{model}_lora.yaml"}
-    assert {_id(p) for p in RECIPES} == expected
+    assert {_id(p) for p in RECIPES} == expected | SERVER_RECIPES
     assert {p.stem for p in ACCELERATE_DIR.glob("*.yaml")} == set(ACCELERATE_EXPECTED)
 
 
@@ -132,7 +149,8 @@ PROMPT_LIMIT = {"alfworld": 2048, "webshop": 4096, "search_qa": 4096}
 
 @pytest.mark.parametrize("path", BENCH_RECIPES, ids=_id)
 def test_paper_settings(path):
-    bench, method, model, lora = name_parts(path)
+    bench, method, model, layout = name_parts(path)
+    lora, served = layout == "lora", layout in SERVER_LAYOUTS
     r = load(path)
     assert model in PAPER_MODELS[bench]
     assert r["model_name_or_path"] == HUB_IDS[model] and r["env_name"] == bench
@@ -153,7 +171,7 @@ def test_paper_settings(path):
         1.0,
     )
     assert r["bf16"] is True and r["gradient_checkpointing"] is True
-    assert r["use_vllm"] is True and r["vllm_mode"] == "colocate"
+    assert r["use_vllm"] is True and r["vllm_mode"] == ("server" if served else "colocate")
     # the paper's loop: one row per turn on a bounded step prompt; vLLM fits the paper's prompt limit + one turn
     assert (r["rollout_unit"], r["history_window"], r["parser"], r["advantage_over"]) == (
         "turn",
@@ -161,7 +179,8 @@ def test_paper_settings(path):
         "reference",
         "turns",
     )
-    assert r["max_completion_length"] == 512 and r["vllm_max_model_length"] == PROMPT_LIMIT[bench] + 512
+    max_model_len = server_max_model_len(path) if served else r["vllm_max_model_length"]
+    assert r["max_completion_length"] == 512 and max_model_len == PROMPT_LIMIT[bench] + 512
     assert r["max_tokens_per_backward"] >= 8192
     assert r["output_dir"] == f"outputs/{bench}/{path.stem}" and r["logging_steps"] == 1 and r["save_steps"] > 0
     if model.startswith("qwen3"):
@@ -173,30 +192,40 @@ def test_paper_settings(path):
     else:
         assert r["use_peft"] is False
         assert r["accelerate_config"] != "recipes/accelerate/single_gpu.yaml"
-        if model == "qwen2.5-7b":
-            assert "zero" in r["accelerate_config"]
+        if model == "qwen2.5-7b":  # a 7B model's full states (16 bytes/parameter) are sharded
+            assert re.search(r"zero3|fsdp", r["accelerate_config"])
     # 16 tasks × 8 episodes per step (Search 128 × 8) = per-device batch × accumulation × processes
     processes = load(ROOT / r["accelerate_config"])["num_processes"]
     episodes = r["per_device_train_batch_size"] * r["gradient_accumulation_steps"] * processes
     assert episodes == TASKS_PER_STEP[bench] * r["num_generations"]
 
 
+def server_max_model_len(path: Path) -> int:
+    """`--max_model_len` of the `trl vllm-serve` command a server recipe's header gives (one value)."""
+    values = set(re.findall(r"trl vllm-serve .*?--max_model_len (\d+)", path.read_text().replace("\\\n", " ")))
+    assert len(values) == 1, f"{path.name}: the header's vllm-serve commands give --max_model_len {values}"
+    return int(values.pop())
+
+
 def _reference(path: Path) -> Path:
-    """The recipe a file is compared against: its SDAR recipe (LoRA SDAR: the full-fine-tuning SDAR recipe)."""
+    """The recipe a file is compared against: its SDAR recipe (LoRA SDAR and server layouts: the colocated
+    full-fine-tuning SDAR recipe)."""
     if path.parent.name == "quickstart":
         return path.with_name("sdar_smollm2_alfworld_cpu.yaml")
-    bench, method, model, lora = name_parts(path)
+    bench, method, model, layout = name_parts(path)
     if method == "sdar":
         return path.with_name(f"sdar_{model}.yaml")
-    return path.with_name(f"sdar_{model}{'_lora' if lora else ''}.yaml")
+    return path.with_name(f"sdar_{model}{'_lora' if layout == 'lora' else ''}.yaml")
 
 
 @pytest.mark.parametrize("path", [p for p in RECIPES if _reference(p) != p], ids=_id)
 def test_variant_differs_from_its_sdar_recipe_only_in_documented_keys(path):
     expected, optional = {"sdar_coef"}, set()
     if path.parent.name != "quickstart":
-        method = name_parts(path)[1]
+        method, layout = name_parts(path)[1], name_parts(path)[3]
         expected, optional = (LORA_KEYS, LORA_MAY_CHANGE) if method == "sdar" else (BASELINE_KEYS[method], set())
+        if layout in SERVER_LAYOUTS:
+            expected, optional = SERVER_KEYS, SERVER_MAY_CHANGE
     assert differing_keys(load(path), load(_reference(path))) - optional == expected | RUN_KEYS
 
 
@@ -241,7 +270,207 @@ def test_accelerate_config_loads_with_accelerate(name):
     assert (config.distributed_type, config.num_processes) == (distributed_type, processes)
     assert (config.mixed_precision, config.use_cpu) == (precision, use_cpu)
     if distributed_type == "DEEPSPEED":
-        assert config.deepspeed_config["zero_stage"] == int(name[-1])
+        assert config.deepspeed_config["zero_stage"] == int(re.search(r"zero(\d)", name).group(1))
     if distributed_type == "FSDP":
         fsdp = config.fsdp_config
         assert (fsdp["fsdp_version"], fsdp["fsdp_auto_wrap_policy"]) == (2, "TRANSFORMER_BASED_WRAP")
+
+
+# ---- the `accelerate launch` hand-off, stopped where accelerate would start the processes ----
+
+MACHINE_0 = "10.0.0.1"  # stand-in address of training machine 0 in the multi-machine commands
+VLLM_HOST = "10.0.0.9"  # stand-in address of the vLLM machine
+
+
+@pytest.fixture
+def launches(monkeypatch):
+    """Run `launch_with_accelerate` for real down to accelerate's launchers; record what they would start: torchrun's
+    arguments and environment (multi-GPU, FSDP, DeepSpeed) or the command and environment of a single process."""
+    import importlib.util
+    import subprocess
+
+    import accelerate.commands.launch as accelerate_launch
+    import torch.distributed.run as distrib_run
+
+    from trl_sdar.launch import LAUNCHED_ENV
+
+    started = []
+
+    def torchrun(args):
+        import os
+
+        started.append({"torchrun": vars(args).copy(), "env": dict(os.environ)})
+
+    class Popen:
+        returncode = 0
+
+        def __init__(self, cmd, env):
+            started.append({"cmd": list(cmd), "env": dict(env)})
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(distrib_run, "run", torchrun)
+    fake_subprocess = types.SimpleNamespace(Popen=Popen, CalledProcessError=subprocess.CalledProcessError)
+    monkeypatch.setattr(accelerate_launch, "subprocess", fake_subprocess)
+    if importlib.util.find_spec("deepspeed") is None:  # a GPU install; its launcher reads one constant from it
+        runner = types.ModuleType("deepspeed.launcher.runner")
+        runner.DEEPSPEED_ENVIRONMENT_NAME = ".deepspeed_env"
+        monkeypatch.setitem(sys.modules, "deepspeed.launcher.runner", runner)
+        monkeypatch.setattr(accelerate_launch, "is_deepspeed_available", lambda: True)
+    monkeypatch.setenv(LAUNCHED_ENV, "0")  # restored afterwards (the hand-off sets it to 1)
+    monkeypatch.chdir(ROOT)
+
+    def launch(argv: list[str]) -> dict:
+        from trl_sdar.launch import launch_with_accelerate, parse_train_args
+
+        *_, launch_args, cli_launch_args = parse_train_args(argv)
+        launch_with_accelerate(argv, launch_args, cli_launch_args)
+        monkeypatch.setenv(LAUNCHED_ENV, "0")  # this test process goes on as a launcher
+        assert len(started) == 1, started
+        return started.pop()
+
+    return launch
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def check_launch(started: dict, config_path: str, script_argv: list[str], machine_rank: int = 0) -> None:
+    """What accelerate would start matches the config: processes per machine, machines, rank, address, backend env."""
+    config = load(ROOT / config_path)
+    env = started["env"]
+    assert env["TRL_SDAR_LAUNCHED"] == "1" and env["ACCELERATE_MIXED_PRECISION"] == config["mixed_precision"]
+    if config.get("gpu_ids", "all") != "all":
+        assert env["CUDA_VISIBLE_DEVICES"] == str(config["gpu_ids"])
+    if "cmd" in started:  # one process, started directly
+        assert config["num_processes"] == 1
+        assert started["cmd"] == [sys.executable, "-m", "trl_sdar.cli", "train", *script_argv]
+        return
+    run = started["torchrun"]
+    assert (run["module"], run["training_script"]) == (True, "trl_sdar.cli")
+    assert run["training_script_args"] == ["train", *script_argv]  # launch-only keys stay with accelerate
+    machines = config["num_machines"]
+    assert int(run["nproc_per_node"]) == config["num_processes"] // machines
+    if machines > 1:
+        assert (int(run["nnodes"]), run["node_rank"]) == (machines, machine_rank)
+        endpoint = run["rdzv_endpoint"] or f"{run['master_addr']}:{run['master_port']}"
+        assert endpoint.startswith(f"{MACHINE_0}:")
+    if config["distributed_type"] == "DEEPSPEED":
+        assert env["ACCELERATE_USE_DEEPSPEED"] == "true"
+        assert env["ACCELERATE_DEEPSPEED_ZERO_STAGE"] == str(config["deepspeed_config"]["zero_stage"])
+    if config["distributed_type"] == "FSDP":
+        version = str(config["fsdp_config"]["fsdp_version"])
+        assert (env["ACCELERATE_USE_FSDP"], env["FSDP_VERSION"]) == ("true", version)
+
+
+def _machine_args(config_path: str, machine_rank: int) -> list[str]:
+    if load(ROOT / config_path)["num_machines"] == 1:
+        return []
+    port = ["--main_process_port", str(_free_port())] if machine_rank == 0 else []  # rank 0 checks its port is free
+    return ["--machine_rank", str(machine_rank), "--main_process_ip", MACHINE_0, *port]
+
+
+@pytest.mark.parametrize("name", sorted(ACCELERATE_EXPECTED))
+def test_every_accelerate_config_launches_its_processes(launches, name):
+    config_path = f"recipes/accelerate/{name}.yaml"
+    script = ["--config", "recipes/quickstart/sdar_smollm2_alfworld_cpu.yaml"]
+    for rank in (0, 1) if load(ROOT / config_path)["num_machines"] > 1 else (0,):
+        started = launches([*script, "--accelerate_config", config_path, *_machine_args(config_path, rank)])
+        check_launch(started, config_path, script, machine_rank=rank)
+
+
+@pytest.mark.parametrize("path", [p for p in RECIPES if "accelerate_config" in load(p)], ids=_id)
+def test_every_recipe_launches_its_accelerate_config(launches, path):
+    config_path = load(path)["accelerate_config"]
+    script = ["--config", str(path.relative_to(ROOT)), *CPU_OVERRIDES]
+    rank = 1 if load(ROOT / config_path)["num_machines"] > 1 else 0
+    started = launches([*script, *_machine_args(config_path, rank)])
+    check_launch(started, config_path, script, machine_rank=rank)
+
+
+def header_commands(path: Path) -> list[list[str]]:
+    """The `trl-sdar train …` commands a file's comments give (continuation lines joined), as argv lists."""
+    lines = [line.lstrip("#").strip() for line in path.read_text().splitlines() if line.startswith("#")]
+    text = "\n".join(lines).replace("\\\n", " ")
+    return [shlex.split(m) for m in re.findall(r"trl-sdar train ([^\n`]*)", text)]
+
+
+@pytest.mark.parametrize("path", sorted((RECIPE_DIR / p) for p in SERVER_RECIPES), ids=_id)
+def test_commands_in_server_recipe_headers_launch(launches, path):
+    from trl_sdar.launch import parse_train_args
+
+    commands = header_commands(path) + header_commands(ROOT / load(path)["accelerate_config"])
+    assert commands, "the header gives the launch commands"
+    for argv in commands:
+        argv = [{"$VLLM_HOST": VLLM_HOST, "$TRAIN0": MACHINE_0}.get(a, a) for a in argv]
+        if "--machine_rank" in argv and argv[argv.index("--machine_rank") + 1] == "0":
+            argv += ["--main_process_port", str(_free_port())]  # the shipped port may be taken on a test machine
+        script, training, *_ = parse_train_args([*argv, *CPU_OVERRIDES])
+        assert training.vllm_mode == "server"
+        config_path = load(ROOT / argv[argv.index("--config") + 1])["accelerate_config"]
+        rank = int(argv[argv.index("--machine_rank") + 1]) if "--machine_rank" in argv else 0
+        started = launches([*argv, *CPU_OVERRIDES])
+        assert started["torchrun"]["training_script_args"][:3] == ["train", "--config", argv[1]]
+        check_launch(started, config_path, started["torchrun"]["training_script_args"][1:], machine_rank=rank)
+        if load(ROOT / config_path)["num_machines"] > 1:
+            assert training.vllm_server_host == VLLM_HOST  # another machine: its address is on the command line
+        else:
+            assert training.vllm_server_host == "127.0.0.1"
+
+
+def test_accelerate_config_on_the_command_line_overrides_the_recipes(launches):
+    recipe = "recipes/alfworld/sdar_qwen2.5-7b.yaml"  # names deepspeed_zero3.yaml
+    script = ["--config", recipe, *CPU_OVERRIDES]
+    started = launches([*script, "--accelerate_config", "fsdp2"])  # a name of recipes/accelerate/*.yaml
+    check_launch(started, "recipes/accelerate/fsdp2.yaml", script)
+    assert "ACCELERATE_USE_DEEPSPEED" not in started["env"]
+
+
+def test_several_machines_without_the_address_of_machine_0_is_a_clear_error(launches):
+    recipe = "recipes/alfworld/sdar_qwen2.5-7b_multinode_zero3.yaml"
+    with pytest.raises(ValueError, match="num_machines=2 needs main_process_ip"):
+        launches(["--config", recipe, *CPU_OVERRIDES, "--machine_rank", "1"])
+
+
+def test_batch_arithmetic_is_checked_against_the_processes_accelerate_will_start(launches):
+    recipe = "recipes/alfworld/sdar_qwen2.5-7b_multinode_zero3.yaml"
+    four_machines = [
+        "--num_machines",
+        "4",
+        "--num_processes",
+        "32",
+        "--machine_rank",
+        "1",
+        "--main_process_ip",
+        MACHINE_0,
+    ]
+    # 128 episodes = 2 × 2 × 32: this one process alone would have a generation batch of 2 × 2 = 4 < 8 generations
+    argv = ["--config", recipe, *CPU_OVERRIDES, "--gradient_accumulation_steps", "2", *four_machines]
+    run = launches(argv)["torchrun"]
+    assert (int(run["nnodes"]), int(run["nproc_per_node"]), run["node_rank"]) == (4, 8, 1)
+    with pytest.raises(ValueError, match=r"generation_batch_size \(4\) must be divisible by num_generations \(8\)"):
+        launches(["--config", recipe, *CPU_OVERRIDES, "--per_device_train_batch_size", "1",  # 1 × 1 × 4 processes
+                  "--gradient_accumulation_steps", "1", "--num_processes", "4", "--num_machines", "1"])  # fmt: skip
+
+
+def test_a_recipe_trained_in_this_process_keeps_its_own_world_size():
+    from trl_sdar.launch import launch_processes, parse_train_args
+
+    quickstart = "recipes/quickstart/sdar_smollm2_alfworld_cpu.yaml"
+    assert launch_processes(["--config", str(ROOT / quickstart)]) is None  # no hand-off: no accelerate config
+    training = parse_train_args(["--config", str(ROOT / quickstart)])[1]
+    assert training.world_size == 1 and training.generation_batch_size == training.per_device_train_batch_size
+    assert launch_processes(["--config", str(ROOT / quickstart), "--num_processes=2"]) == 2
+
+
+def test_the_multi_machine_recipes_differ_only_in_their_accelerate_config():
+    zero3, fsdp2 = (load(RECIPE_DIR / f"alfworld/sdar_qwen2.5-7b_multinode_{k}.yaml") for k in ("zero3", "fsdp2"))
+    assert differing_keys(zero3, fsdp2) == {"accelerate_config"} | RUN_KEYS
+    configs = [load(ROOT / r["accelerate_config"]) for r in (zero3, fsdp2)]
+    assert [(c["num_machines"], c["num_processes"]) for c in configs] == [(2, 16), (2, 16)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+from contextlib import contextmanager
 from dataclasses import fields
 
 LAUNCHED_ENV = "TRL_SDAR_LAUNCHED"  # set in processes started by our accelerate hand-off
@@ -49,25 +50,103 @@ def check_launch_args(remaining: list[str]) -> None:
 
 
 def parse_train_args(argv: list[str]):
-    """(script_args, sdar_config, model_config, launch_args, cli_launch_args) from `train` arguments."""
+    """(script_args, sdar_config, model_config, launch_args, cli_launch_args) from `train` arguments.
+
+    Before a hand-off to accelerate, the batch arithmetic is checked against the processes accelerate will start
+    (GRPO's generation batch = per-device batch × processes × steps per generation), not against this one process.
+    """
     parser = make_parser()
-    script, training, model, config_rest, cli_rest = parser.parse_args_and_config(
-        argv, return_remaining_strings=True, separate_remaining_strings=True
-    )
+    with _world_size(launch_processes(argv)):
+        script, training, model, config_rest, cli_rest = parser.parse_args_and_config(
+            argv, return_remaining_strings=True, separate_remaining_strings=True
+        )
     check_launch_args(config_rest + cli_rest)
     return script, training, model, config_rest + cli_rest, cli_rest
 
 
+def launch_processes(argv: list[str]) -> int | None:
+    """Processes the accelerate hand-off will start: `num_processes` of the command line, the recipe or the
+    accelerate config (in that order); None when this process trains itself (no hand-off, or already launched)."""
+    if os.environ.get(LAUNCHED_ENV) == "1":
+        return None
+    recipe = _read_mapping(_last_flag(argv, "config"))
+
+    def value(key: str) -> str | None:
+        given = _last_flag(argv, key)
+        return given if given is not None else recipe.get(key)
+
+    processes, config = value("num_processes"), value("accelerate_config")
+    config = value("config_file") if config is None else resolve_accelerate_config(["--accelerate_config", config])[1]
+    if processes is None and config is not None:
+        from accelerate.commands.config.config_args import load_config_from_file
+
+        processes = load_config_from_file(config).num_processes
+    return None if processes is None else int(processes)
+
+
+def _last_flag(argv: list[str], key: str) -> str | None:
+    """The value of the last `--key VALUE` or `--key=VALUE` in `argv`."""
+    found = None
+    for item, following in zip(argv, [*argv[1:], None], strict=True):
+        if item == f"--{key}":
+            found = following
+        elif item.startswith(f"--{key}="):
+            found = item.split("=", 1)[1]
+    return found
+
+
+def _read_mapping(path: str | None) -> dict:
+    """The recipe's keys, or {} when there is none or it does not load (the recipe parser then says why)."""
+    import yaml
+
+    try:
+        with open(path) as f:
+            loaded = yaml.safe_load(f)
+    except (TypeError, OSError, yaml.YAMLError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+@contextmanager
+def _world_size(processes: int | None):
+    """`SDARConfig.world_size` reads `processes` while the recipe is parsed (its checks see the launched run)."""
+    from .config import SDARConfig
+
+    if processes is None:
+        yield
+        return
+    own = SDARConfig.__dict__.get("world_size")
+    SDARConfig.world_size = property(lambda self: processes)
+    try:
+        yield
+    finally:
+        if own is None:
+            del SDARConfig.world_size
+        else:
+            SDARConfig.world_size = own
+
+
 def resolve_accelerate_config(launch_args: list[str]) -> list[str]:
-    """`--accelerate_config NAME_OR_PATH` → `--config_file PATH` (names: our recipes/accelerate/*.yaml)."""
+    """`--accelerate_config NAME_OR_PATH` → `--config_file PATH` (names: our recipes/accelerate/*.yaml).
+
+    The recipe's value comes first and a command-line one after it: the last one wins, like any other key.
+    """
     if "--accelerate_config" not in launch_args:
         return launch_args
-    i = launch_args.index("--accelerate_config")
-    value = launch_args[i + 1]
+    rest, values = [], []
+    items = iter(launch_args)
+    for item in items:
+        if item == "--accelerate_config":
+            values.append(next(items, None))
+        else:
+            rest.append(item)
+    value = values[-1]
+    if value is None:
+        raise ValueError("accelerate_config needs a value: a file or the name of one in recipes/accelerate/.")
     path = value if os.path.exists(value) else os.path.join("recipes", "accelerate", f"{value}.yaml")
     if not os.path.exists(path):
         raise ValueError(f"accelerate_config={value!r}: neither a file nor recipes/accelerate/{value}.yaml.")
-    return [*launch_args[:i], "--config_file", path, *launch_args[i + 2 :]]
+    return ["--config_file", path, *rest]
 
 
 def launch_with_accelerate(train_argv: list[str], launch_args: list[str], cli_launch_args: list[str]) -> None:
@@ -78,7 +157,22 @@ def launch_with_accelerate(train_argv: list[str], launch_args: list[str], cli_la
     os.environ[LAUNCHED_ENV] = "1"
     launch_args = resolve_accelerate_config(launch_args)
     parsed = launch_command_parser().parse_args([*launch_args, "--module", "trl_sdar.cli", "train", *script_argv])
+    check_machines(parsed)
     launch_command(parsed)
+
+
+def check_machines(parsed) -> None:
+    """Several machines need the address of machine 0 (accelerate would otherwise wait for `None:PORT`)."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(parsed.config_file) if parsed.config_file else None
+    machines = parsed.num_machines or (config.num_machines if config else 1)
+    address = parsed.main_process_ip or (config.main_process_ip if config else None)
+    if machines > 1 and not address:
+        raise ValueError(
+            f"num_machines={machines} needs main_process_ip, the address of machine 0 (every machine gives the same "
+            "one): add `--main_process_ip ADDRESS --machine_rank R` to the command line of machine R."
+        )
 
 
 def _without(argv: list[str], remove: list[str]) -> list[str]:
