@@ -1,4 +1,4 @@
-"""Pure tensor math of the distillation term (METHOD.md §2). No trainer state, no I/O.
+"""Pure tensor math of the distillation term (docs/method.md). No trainer state, no I/O.
 
 Notation: s_t = student log-prob of the sampled token (carries gradient), u_t = teacher log-prob of the same token
 (no gradient), Δ_t = u_t − sg(s_t), g_t = sg(σ(β Δ_t)). All inputs are (B, T); `mask` is 1 on trained tokens.
@@ -73,7 +73,7 @@ def aggregate_like_grpo(
     """Reduce a (B, T) per-token loss exactly as TRL 1.16's `GRPOTrainer._compute_loss` reduces its policy loss.
 
     Using the policy loss's own normaliser keeps λ's meaning relative to the RL term for every `loss_type`, batch
-    layout and gradient-accumulation setting (METHOD.md §2). `num_items_in_batch` is the global count of trained
+    layout and gradient-accumulation setting (docs/method.md). `num_items_in_batch` is the global count of trained
     tokens in the generation batch (TRL puts it in the inputs).
     """
     accumulation = gradient_accumulation_steps if training else 1
@@ -97,7 +97,7 @@ def aggregate_like_grpo(
 def skill_sd_per_token_loss(
     student_logps: torch.Tensor, teacher_logps: torch.Tensor, old_logps: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Skill-SD baseline (METHOD.md §5): `ρ_t · k3_t` with ℓ_t = s_t − u_t, k3_t = exp(−ℓ_t) − 1 + ℓ_t (the k3
+    """Skill-SD baseline (docs/method.md): `ρ_t · k3_t` with ℓ_t = s_t − u_t, k3_t = exp(−ℓ_t) − 1 + ℓ_t (the k3
     estimator of KL(student‖teacher) on the sampled token) and ρ_t = exp(min(s_t − s_old,t, 10)).
 
     Gradient flows through s_t in both factors. Returns `(per_token_loss, gate, gap)`; the gate is all ones.

@@ -1,4 +1,4 @@
-"""Multi-turn episodes → TRL `rollout_func` output (METHOD.md §6, DESIGN.md "Multi-turn").
+"""Multi-turn episodes → TRL `rollout_func` output (docs/method.md).
 
 `EnvRollout` plays one episode per (already repeated) prompt, batching generation across the episodes of a batch
 and stepping their environments concurrently in threads, with a timeout. Each GRPO group plays the same task: the

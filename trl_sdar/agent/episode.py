@@ -1,4 +1,4 @@
-"""One agent episode while it runs, in either training unit (METHOD.md §6).
+"""One agent episode while it runs, in either training unit (docs/method.md).
 
 * `episode` unit: the whole episode is one completion. Model turns (env_mask 1) and the environment's replies
   (env_mask 0, chat-template tokens) are appended to one token list, generated from the concatenated ids.

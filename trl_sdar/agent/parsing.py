@@ -1,4 +1,4 @@
-"""The agent's output protocol (METHOD.md §6): pure parsers from raw model text to what the environment plays.
+"""The agent's output protocol (docs/method.md): pure parsers from raw model text to what the environment plays.
 
 Two rule sets, chosen by `RolloutSettings.parser`:
 

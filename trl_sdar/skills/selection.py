@@ -1,4 +1,4 @@
-"""Turn a `Task` into the privileged skills text the teacher sees (METHOD.md §4).
+"""Turn a `Task` into the privileged skills text the teacher sees (docs/method.md).
 
 Modes:
 
