@@ -78,7 +78,13 @@ def env_kwargs(
         kwargs = {"source": source, "difficulty": EASY if difficulty == "easy" else DEFAULT}
         return {**kwargs, "data_dir": data_dir} if real else kwargs
     if env_name == "webshop":
-        return {"source": "real", "data_dir": data_dir} if real else {"num_goals": max(500, max_task_id + 1)}
+        from .envs.webshop_catalog import BUILTIN_NUM_GOALS
+
+        return (
+            {"source": "real", "data_dir": data_dir}
+            if real
+            else {"num_goals": max(BUILTIN_NUM_GOALS, max_task_id + 1)}
+        )
     kwargs = {"retriever_url": retriever_url}
     return {**kwargs, "corpus_path": data_dir} if real else kwargs
 
