@@ -20,8 +20,17 @@ from trl_sdar.envs.alfworld import (  # noqa: E402
     install_grammar_parse_cache,
     list_real_games,
 )
+from trl_sdar.envs.alfworld_expert import parse_goal  # noqa: E402
+from trl_sdar.envs.alfworld_floorplans import (  # noqa: E402
+    UNSEEN_FLOOR_PLANS,
+    layout_receptacle_counts,
+    load_floor_plan,
+    split_floor_plans,
+)
 from trl_sdar.envs.alfworld_games import (  # noqa: E402
+    DEFAULT,
     EASY,
+    REAL_TASK_TYPE_COUNTS,
     TASK_TYPES,
     AlfworldDifficulty,
     game_file_data,
@@ -60,7 +69,8 @@ def test_env_follows_protocol(env):
 @pytest.mark.parametrize("task_id", range(6))
 def test_each_task_type_is_generated_and_solved_by_the_expert(env, task_id):
     task = env.task(task_id)
-    assert task.task_type == TASK_TYPES[task_id] == task_type_for(task_id)
+    assert task.task_type == task_type_for(task_id)
+    assert {task_type_for(i) for i in range(6)} == set(TASK_TYPES)  # ids 0-5 cover every type
     assert task.task_type in task.info["gamefile"] and Path(task.info["gamefile"]).is_file()
     assert task.instruction.endswith(".") and task.info["object_target"] in task.instruction
     results = play_expert(env, task_id)
@@ -71,11 +81,61 @@ def test_each_task_type_is_generated_and_solved_by_the_expert(env, task_id):
 
 @pytest.mark.slow
 def test_all_types_solved_at_default_difficulty(tmp_path):
-    env = AlfworldEnv(cache_dir=tmp_path)  # bigger rooms, more closed containers and distractors
-    for task_id in range(6, 12):
+    env = AlfworldEnv(cache_dir=tmp_path)  # full ALFRED rooms: every receptacle and object class of the plan
+    for task_id in range(6):
         results = play_expert(env, task_id)
         assert results[-1].won, env.task(task_id)
     env.close()
+
+
+def test_expert_recovers_from_a_detour(env):
+    # Holding a wrong object and having opened things: the recipe puts it down and still wins.
+    task_id = 1  # pick_and_place_simple
+    obs = env.reset(task_id)
+    target = env.task(task_id).info["object_target"]
+    rng = random.Random(3)
+    for _ in range(12):
+        takes = [a for a in obs.admissible_actions if a.startswith("take ") and target not in a.split(" from ")[0]]
+        action = takes[0] if takes else rng.choice([a for a in obs.admissible_actions if not a.startswith("move")])
+        obs = env.step(action).observation
+        if takes:
+            break
+    results = []
+    for _ in range(30):
+        action = env.expert_action()
+        assert action in obs.admissible_actions
+        results.append(env.step(action))
+        obs = results[-1].observation
+        if results[-1].done:
+            break
+    assert results[-1].won
+
+
+def test_recipe_expert_plans_are_as_short_as_the_planners(tmp_path):
+    recipe = AlfworldEnv(difficulty=EASY, cache_dir=tmp_path)
+    planner = AlfworldEnv(difficulty=EASY, cache_dir=tmp_path, expert="planner")
+    for task_id in range(6):
+        recipe.reset(task_id)
+        planner.reset(task_id)
+        assert len(recipe.expert_plan()) == len(planner.expert_plan()), recipe.task(task_id)
+    with pytest.raises(ValueError, match="expert"):
+        AlfworldEnv(expert="oracle")
+    recipe.close()
+    planner.close()
+
+
+def test_goal_is_parsed_from_the_pddl_of_every_type():
+    for task_id in range(6):
+        game = generate_game(task_id, EASY)
+        goal = parse_goal(game.pddl_problem)
+        assert goal.obj_type == game.object_target + "type"
+        assert goal.parent_type == (game.parent_target + "type" if game.parent_target else "")
+        assert goal.toggle_type == (game.toggle_target + "type" if game.toggle_target else "")
+        assert goal.count == (2 if game.task_type == "pick_two_obj_and_place" else 1)
+        treatment = {"clean": "clean", "heat": "heat", "cool": "cool"}
+        assert goal.treatment == next((v for k, v in treatment.items() if f"_{k}_" in game.task_type), "")
+    with pytest.raises(ValueError, match="goal"):
+        parse_goal("(define (problem p) (:domain alfred))")
 
 
 def test_random_policy_fails_most_tasks_in_a_short_budget(env):
@@ -100,12 +160,61 @@ def test_same_id_same_task_and_different_ids_differ(env, tmp_path):
         assert env.reset(task_id) == other.reset(task_id)
         assert env.expert_plan() == other.expert_plan()
     assert generate_game(3, EASY) == generate_game(3, EASY)
-    games = [generate_game(i, EASY) for i in range(0, 60, 6)]  # ten pick_and_place tasks
-    assert len({g.pddl_problem for g in games}) == 10
-    assert len({(g.instruction, g.room, g.receptacles) for g in games}) > 5
+    games = [generate_game(i, EASY) for i in range(40) if task_type_for(i) == "pick_and_place_simple"]
+    assert len({g.pddl_problem for g in games}) == len(games) >= 8
+    assert len({g.floor_plan for g in games}) > 5
     # Splits draw different worlds for the same id.
-    assert generate_game(0, EASY, "train").pddl_problem != generate_game(0, EASY, "valid_unseen").pddl_problem
+    assert generate_game(0, EASY, "train").pddl_problem != generate_game(0, EASY, "valid_seen").pddl_problem
     other.close()
+
+
+def test_task_type_mix_follows_the_real_split():
+    for split, counts in REAL_TASK_TYPE_COUNTS.items():
+        n = sum(counts)
+        drawn = [task_type_for(i, split) for i in range(n)]
+        for task_type, count in zip(TASK_TYPES, counts):
+            assert abs(drawn.count(task_type) - count) <= 2, (split, task_type)
+    # Any window of ids is close to the mix too (not sorted by type).
+    window = [task_type_for(i) for i in range(1000, 1128)]
+    assert abs(window.count("pick_two_obj_and_place") - 128 * 813 / 3553) <= 3
+
+
+def test_rooms_are_the_packaged_floor_plans():
+    games = [generate_game(i) for i in range(60)]
+    for game in games:
+        plan = load_floor_plan(game.floor_plan)
+        assert sorted(game.receptacles) == sorted(r.cls for r in plan.receptacles)  # full room by default
+        assert game.room == plan.room and game.floor_plan not in UNSEEN_FLOOR_PLANS
+        assert set(game.objects) - {"DeskLamp", "FloorLamp"} <= set(plan.object_classes)
+        target = game.object_target
+        n_targets = sum(o.lower() == target for o in game.objects)
+        assert n_targets >= (2 if game.task_type == "pick_two_obj_and_place" else 1)
+    # Many objects, with look-alikes of the target's class, as in the real games.
+    assert sum(len(g.objects) for g in games) / len(games) > 20
+    assert sum(sum(o.lower() == g.object_target for o in g.objects) > 1 for g in games) > len(games) // 3
+    assert {len(g.receptacles) for g in games} != {10} and max(len(g.receptacles) for g in games) > 30
+
+
+def test_valid_unseen_uses_only_held_out_floor_plans():
+    assert set(split_floor_plans("valid_unseen")) == set(UNSEEN_FLOOR_PLANS)
+    assert not set(split_floor_plans("train")) & set(UNSEEN_FLOOR_PLANS)
+    assert split_floor_plans("train") == split_floor_plans("valid_seen")
+    unseen = {generate_game(i, EASY, "valid_unseen").floor_plan for i in range(40)}
+    seen = {generate_game(i, EASY, split).floor_plan for i in range(40) for split in ("train", "valid_seen")}
+    assert unseen <= set(UNSEEN_FLOOR_PLANS) and len(unseen) >= 3 and not seen & unseen
+
+
+def test_floor_plan_receptacles_match_the_layout_files():
+    counts = layout_receptacle_counts()
+    ranges = {room: (min(c), max(c)) for room, c in counts.items()}
+    assert ranges == {"kitchen": (9, 47), "livingroom": (6, 35), "bedroom": (3, 24), "bathroom": (3, 15)}
+    kitchen = load_floor_plan(1)
+    assert kitchen.count("Cabinet") == 8 and kitchen.count("Drawer") == 8 and kitchen.count("StoveBurner") == 4
+    assert {"Fridge", "Microwave", "SinkBasin", "CoffeeMachine", "Toaster"} <= kitchen.receptacle_classes
+    assert "Sink" not in kitchen.receptacle_classes  # the basin is the receptacle
+    assert {"Apple", "Mug", "Knife"} <= set(kitchen.object_classes) and "AppleSliced" not in kitchen.object_classes
+    with pytest.raises(ValueError, match="floor plan"):
+        load_floor_plan(99)
 
 
 def test_inadmissible_action_is_nothing_happens_and_changes_nothing(env):
@@ -123,26 +232,25 @@ def test_inadmissible_action_is_nothing_happens_and_changes_nothing(env):
 
 
 def test_difficulty_knobs_change_the_world():
-    small = AlfworldDifficulty(n_receptacles=6, n_closed=0, n_distractors=0)
-    big = AlfworldDifficulty(n_receptacles=20, n_closed=5, n_distractors=10)
+    small = AlfworldDifficulty(max_receptacles=6, max_repeats=1, max_object_classes=3)
     for task_id in range(6):
-        a, b = generate_game(task_id, small), generate_game(task_id, big)
-        assert (len(a.receptacles), len(b.receptacles)) == (6, 20)
-        closed = [sum(r in ("Cabinet", "Drawer", "Safe") for r in g.receptacles) for g in (a, b)]
-        assert closed == [0, 5]
-        assert len(a.objects) <= 4 <= 10 <= len(b.objects)  # targets (+ lamp) only vs. targets + distractors
-    with pytest.raises(ValueError, match="n_closed"):
-        AlfworldDifficulty(n_closed=-1)
+        a, b = generate_game(task_id, small), generate_game(task_id, DEFAULT)
+        assert len(a.receptacles) <= 6 < len(b.receptacles)
+        assert len(a.objects) <= 5 < len(b.objects)  # 3 classes (+1 for pick-two, +lamp) vs the whole room
+        assert a.floor_plan == b.floor_plan and a.instruction == b.instruction  # same task, smaller room
+    for field, bad in (("max_receptacles", 2), ("max_repeats", 0), ("max_object_classes", 0)):
+        with pytest.raises(ValueError, match=field):
+            AlfworldDifficulty(**{field: bad})
 
 
 def test_receptacle_knob_is_visible_through_the_engine(tmp_path):
     counts = {}
-    for n in (6, 16):
-        env = AlfworldEnv(difficulty=AlfworldDifficulty(n_receptacles=n, n_closed=1), cache_dir=tmp_path)
-        obs = env.reset(0)
+    for n in (5, 8):
+        env = AlfworldEnv(difficulty=AlfworldDifficulty(max_receptacles=n, max_repeats=1), cache_dir=tmp_path)
+        obs = env.reset(1)
         counts[n] = sum(a.startswith("go to ") for a in obs.admissible_actions)
         env.close()
-    assert counts == {6: 6, 16: 16}
+    assert counts == {5: 5, 8: 8}
 
 
 def test_prompt_and_feedback_show_task_observation_actions_and_format(env):
@@ -201,24 +309,78 @@ def test_grammar_parse_cache_is_exact():
 # --- real data adapter -------------------------------------------------------------------------------------------
 
 
+def _write_trial(trial: Path, game, *, solvable: bool | None = True, grammar_put: str | None = None) -> None:
+    """One released-game folder: game.tw-pddl (domain, grammar, problem, solvable) and traj_data.json."""
+    trial.mkdir(parents=True)
+    data = game_file_data(game)
+    if solvable is None:
+        del data["solvable"]
+    else:
+        data["solvable"] = solvable
+    if grammar_put is not None:  # game files written before ALFWorld 0.4's "put" -> "move" change
+        data["grammar"] = data["grammar"].replace('"move {o} to {r}"', json.dumps(grammar_put))
+    (trial / "game.tw-pddl").write_text(json.dumps(data))
+    params = {
+        "object_target": game.object_target.capitalize(),
+        "parent_target": game.parent_target.capitalize(),
+        "toggle_target": game.toggle_target.capitalize(),
+        "mrecep_target": "",
+        "object_sliced": False,
+    }
+    traj = {
+        "task_type": game.task_type,
+        "task_id": trial.name,
+        "pddl_params": params,
+        "scene": {"floor_plan": f"FloorPlan{game.floor_plan}", "scene_num": game.floor_plan, "random_seed": 7},
+        "turk_annotations": {"anns": [{"task_desc": game.instruction, "high_descs": [], "votes": [1, 1, 1]}]},
+    }
+    (trial / "traj_data.json").write_text(json.dumps(traj))
+
+
 def make_fake_alfworld_data(root: Path, per_split: int = 2) -> Path:
-    """ALFWorld's layout: json_2.1.1/<split>/<type>-<Obj>-None-<Recep>-<scene>/<trial>/game.tw-pddl."""
+    """ALFWorld's layout: json_2.1.1/<split>/<type>-<Obj>-None-<Recep>-<scene>/<trial>/ with two files."""
     for split in ("train", "valid_seen", "valid_unseen"):
         for task_id in range(per_split):
             game = generate_game(task_id, EASY, split)
             folder = f"{game.task_type}-{game.object_target}-None-{game.parent_target or game.toggle_target}-1"
-            trial = root / "json_2.1.1" / split / folder / f"trial_T2019{task_id:04d}"
-            trial.mkdir(parents=True)
-            (trial / "game.tw-pddl").write_text(json.dumps(game_file_data(game)))
-    # Variants AlfredTWEnv skips.
-    for folder in (
-        "pick_and_place_with_movable_recep-Apple-Bowl-Fridge-1",
-        "pick_heat_then_place_in_recep-AppleSliced-None-Fridge-1",
-    ):
-        trial = root / "json_2.1.1" / "train" / folder / "trial_T20190000"
-        trial.mkdir(parents=True)
-        (trial / "game.tw-pddl").write_text(json.dumps(game_file_data(generate_game(0, EASY))))
+            _write_trial(root / "json_2.1.1" / split / folder / f"trial_T2019{task_id:04d}", game)
+    # Folders AlfredTWEnv skips: movable / sliced variants, games marked unsolvable or never checked, no traj_data.
+    train = root / "json_2.1.1" / "train"
+    game = generate_game(5, EASY)
+    _write_trial(train / "pick_and_place_with_movable_recep-Apple-Bowl-Fridge-1" / "trial_T20190000", game)
+    _write_trial(train / "pick_heat_then_place_in_recep-AppleSliced-None-Fridge-1" / "trial_T20190000", game)
+    _write_trial(train / f"{game.task_type}-Unsolvable-None-X-1" / "trial_T20190000", game, solvable=False)
+    _write_trial(train / f"{game.task_type}-Unchecked-None-X-1" / "trial_T20190000", game, solvable=None)
+    (train / f"{game.task_type}-Unsolvable-None-X-1" / "trial_T20190001").mkdir()
+    no_traj = train / f"{game.task_type}-NoTraj-None-X-1" / "trial_T20190000"
+    _write_trial(no_traj, game)
+    (no_traj / "traj_data.json").unlink()
     return root
+
+
+def test_real_loader_keeps_the_games_alfworld_keeps(tmp_path):
+    root = make_fake_alfworld_data(tmp_path / "alfworld")
+    kept = list_real_games(root, "train")
+    assert len(kept) == 2 and all("trial_T2019000" in str(p) for p in kept)
+    assert not any(word in str(p) for p in kept for word in ("movable", "Sliced", "Unsolvable", "Unchecked", "NoTraj"))
+
+
+def test_old_grammar_games_are_played_with_their_own_put_command(tmp_path):
+    root = tmp_path / "old"
+    game = generate_game(1, EASY, "valid_seen")  # pick_and_place_simple
+    _write_trial(root / "json_2.1.1" / "valid_seen" / "pick_and_place_simple-X-None-Y-1" / "t", game,
+                 grammar_put="put {o} in/on {r}")  # fmt: skip
+    env = AlfworldEnv(source="real", split="valid_seen", data_dir=root)
+    obs, commands = env.reset(0), []
+    for _ in range(10):
+        commands.append(env.expert_action())
+        assert commands[-1] in obs.admissible_actions  # the engine speaks the file's grammar, and so does the expert
+        result = env.step(commands[-1])
+        obs = result.observation
+        if result.done:
+            break
+    assert result.won and commands[-1].startswith("put ") and " in/on " in commands[-1]
+    env.close()
 
 
 def test_missing_real_data_raises_a_clear_error(tmp_path, monkeypatch):
@@ -245,7 +407,7 @@ def test_real_adapter_reads_alfworld_layout(tmp_path, monkeypatch):
     expected = {generate_game(i, EASY, "valid_seen").instruction for i in range(2)}
     assert {t.instruction for t in tasks} == expected
     for task in tasks:
-        assert task.task_type in TASK_TYPES and task.task_type in task.info["gamefile"]
+        assert task.task_type == generate_game(task.task_id, EASY, "valid_seen").task_type  # from traj_data.json
         assert task.info["gamefile"].startswith(str(root)) and task.info["source"] == "real"
         results = play_expert(env, task.task_id)
         assert results[-1].won and results[-1].reward == WIN_REWARD

@@ -4,6 +4,7 @@ import json
 import random
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -63,7 +64,8 @@ def test_kb_and_questions_are_deterministic_and_tagged(env):
 
 def test_passages_are_unique_titles_and_fictional(env):
     titles = [p.title for p in generate_kb(0).passages]
-    assert len(titles) == len(set(titles)) == 210
+    assert len(titles) == len(set(titles)) == 840  # 210 entities, each with 3 look-alike passages
+    assert len(generate_kb(0, distractors=False).passages) == 210
     assert not {"Paris", "London", "Berlin"} & set(titles)
 
 
@@ -141,7 +143,15 @@ def test_local_jsonl_corpus_and_question_file(tmp_path):
         SearchQAEnv(corpus_path=tmp_path / "missing.jsonl")
 
 
+def _query(request: dict) -> str:
+    """The query as each fake server reads it: Search-R1's {"queries": [...]} or SDAR's {"query": ...}."""
+    if _RetrievalHandler.protocol == "sdar":
+        return request["query"]
+    return request["queries"][0]
+
+
 class _RetrievalHandler(BaseHTTPRequestHandler):
+    protocol = "search_r1"
     seen: list = []
 
     def do_POST(self):  # noqa: N802 (http.server's naming)
@@ -149,7 +159,7 @@ class _RetrievalHandler(BaseHTTPRequestHandler):
         type(self).seen.append(request)
         docs = [
             {
-                "document": {"id": str(i), "contents": f"Title {i}\nText about {request['queries'][0]}."},
+                "document": {"id": str(i), "contents": f"Title {i}\nText about {_query(request)}."},
                 "score": 1.0 / (i + 1),
             }
             for i in range(request["topk"])
@@ -176,9 +186,86 @@ def test_http_retriever_on_loopback():
         text = env.step("search[Zanora]").observation.text
         assert text.splitlines()[0] == "Doc 1(Title: Title 0) Text about Zanora."
         assert len(text.splitlines()) == 3
-        assert _RetrievalHandler.seen[-1] == {"queries": ["Zanora"], "topk": 3, "return_scores": True}
+        # One request both servers accept: Search-R1 reads "queries", the SDAR reference server reads "query".
+        assert _RetrievalHandler.seen[-1] == {
+            "queries": ["Zanora"],
+            "query": "Zanora",
+            "topk": 3,
+            "return_scores": True,
+        }
     finally:
         server.shutdown()
         server.server_close()
     with pytest.raises(ConnectionError, match="127.0.0.1"):
         HttpRetriever(url, timeout=2.0).search("x", 3)  # the server is gone
+
+
+@pytest.mark.parametrize("protocol", ["search_r1", "sdar"])
+def test_each_server_format_on_loopback(protocol, monkeypatch):
+    monkeypatch.setattr(_RetrievalHandler, "protocol", protocol)
+    server = HTTPServer(("127.0.0.1", 0), _RetrievalHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/retrieve"
+        for sent in ("both", protocol):
+            env = SearchQAEnv(retriever_url=url, retriever_protocol=sent, doc_format=protocol)
+            env.reset(0)
+            text = env.step("search[Zanora]").observation.text
+            first = "Doc 1(Title: Title 0) Text about Zanora." if protocol == "search_r1" else "Doc 1: Title 0"
+            assert text.splitlines()[0] == first
+        assert set(_RetrievalHandler.seen[-1]) == {
+            "topk",
+            "return_scores",
+            "queries" if protocol == "search_r1" else "query",
+        }
+    finally:
+        server.shutdown()
+        server.server_close()
+    with pytest.raises(ValueError, match="protocol"):
+        HttpRetriever(url, protocol="grpc")
+
+
+def test_distractors_make_top3_retrieval_non_trivial():
+    from trl_sdar.envs.search_kb import make_question
+    from trl_sdar.envs.search_qa import LocalRetriever
+
+    kb, plain = generate_kb(0), generate_kb(0, distractors=False)
+    gold = {p.title: p.contents for p in plain.passages}
+    easy, hard = (
+        LocalRetriever([p.contents for p in plain.passages]),
+        LocalRetriever([p.contents for p in kb.passages]),
+    )
+    hits = {"easy": 0, "hard": 0, "hard_top3": 0, "n": 0}
+    for i in range(60):
+        q = make_question(kb, 0, i)
+        for query in (x for x in q.expert_queries if x in gold):
+            hits["n"] += 1
+            hits["easy"] += easy.search(query, 1)[0] == gold[query]
+            hits["hard"] += hard.search(query, 1)[0] == gold[query]
+            hits["hard_top3"] += gold[query] in hard.search(query, 3)
+    assert hits["easy"] == hits["n"] and hits["hard"] < hits["n"] // 4  # the name alone no longer finds the fact
+    assert hits["hard_top3"] >= 0.9 * hits["n"]  # but the evidence is still within the top 3
+
+
+FIXTURES = Path(__file__).parent / "data" / "search_qa"
+
+
+def test_search_r1_question_files_jsonl_and_parquet():
+    rows = [json.loads(line) for line in (FIXTURES / "nq_train_sample.jsonl").read_text().splitlines()]
+    for name in ("nq_train_sample.jsonl", "train_sample.parquet"):
+        env = SearchQAEnv(questions_path=FIXTURES / name)
+        questions = [env.question(i) for i in range(len(rows))]
+        assert [q.question for q in questions] == [r["question"] for r in rows]
+        assert [list(q.golden_answers) for q in questions] == [r["golden_answers"] for r in rows]
+        assert {q.data_source for q in questions} == {"nq", "hotpotqa"}
+        env.reset(0)
+        assert env.step(f"answer[{rows[0]['golden_answers'][0]}]").won
+
+
+def test_recipe_field_points_training_at_real_questions():
+    from trl_sdar.train import env_kwargs
+
+    path = str(FIXTURES / "nq_train_sample.jsonl")
+    kwargs = env_kwargs("search_qa", questions_path=path)
+    assert kwargs["questions_path"] == path and SearchQAEnv(**kwargs).question(0).data_source == "nq"

@@ -3,6 +3,7 @@
 import json
 import random
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from rapidfuzz import fuzz
@@ -18,6 +19,7 @@ from trl_sdar.envs.webshop import (
     type_factor,
 )
 from trl_sdar.envs.webshop_catalog import (
+    BUILTIN_NUM_GOALS,
     CATEGORIES,
     PRODUCT_TYPES,
     Goal,
@@ -125,47 +127,68 @@ def test_parse_action():
 def test_page_transitions_and_action_strings(env):
     assert isinstance(env, AgentEnv)
     obs = env.reset(0)
-    assert obs.text.startswith("WebShop [SEP] Instruction: [SEP] ") and obs.admissible_actions == (
-        "search[<your query>]",
-    )
+    instruction = env.task(0).instruction
+    assert obs.text == f"WebShop [SEP] Instruction: [SEP] {instruction} [SEP] Search"
+    assert obs.admissible_actions == ("search[<your query>]", "click[search]")  # WebShop's available actions
     res = env.step("search[shirt]").observation
-    assert "Page 1 (Total results: 50)" in res.text and "click[next >]" in res.admissible_actions
-    assert "click[< prev]" not in res.admissible_actions
+    assert res.text.startswith(
+        f"Instruction: [SEP] {instruction} [SEP] Back to Search [SEP] Page 1 (Total results: 50)"
+    )
+    assert res.admissible_actions[:2] == ("click[back to search]", "click[next >]")
+    assert "click[< prev]" not in res.admissible_actions and len(res.admissible_actions) == 12
     page2 = env.step("click[next >]").observation
-    assert "Page 2" in page2.text and "click[< prev]" in page2.admissible_actions
+    assert "Page 2" in page2.text and page2.admissible_actions[:3] == (
+        "click[back to search]",
+        "click[< prev]",
+        "click[next >]",
+    )
     asin = next(a for a in page2.admissible_actions if a.startswith("click[b0"))
     item = env.step(asin).observation
-    for button in ("buy now", "description", "features", "reviews", "< prev", "back to search"):
-        assert f"click[{button}]" in item.admissible_actions
-    assert " [SEP] Buy Now" in item.text and "Price: $" in item.text
+    head = ("click[back to search]", "click[< prev]", "click[description]", "click[features]", "click[reviews]")
+    assert item.admissible_actions[:6] == (*head, "click[buy now]")
+    values = [v.lower() for _, vs in env._product().options for v in vs]
+    assert item.admissible_actions[6:] == tuple(f"click[{v}]" for v in dict.fromkeys(values))
+    assert item.text.endswith("Rating: N.A. [SEP] Description [SEP] Features [SEP] Reviews [SEP] Buy Now")
+    assert f"Price: {env._product().price_tag}" in item.text
     sub = env.step("click[features]").observation
     assert sub.admissible_actions == ("click[back to search]", "click[< prev]")
     assert env.step("click[< prev]").observation.text == item.text
     assert "Page 2" in env.step("click[< prev]").observation.text
-    assert env.step("click[back to search]").observation.admissible_actions == ("search[<your query>]",)
+    assert env.step("click[back to search]").observation == obs
 
 
-def test_option_click_is_recorded_and_replaced(env):
+def test_next_is_always_offered_and_search_works_from_any_page(env):
+    env.reset(4)
+    results = env.step("search[coffee mug]").observation
+    for _ in range(5):  # 50 results, 10 a page: page 6 is empty but still offers Next >, as WebShop does
+        results = env.step("click[next >]").observation
+    assert "Page 6 (Total results: 50)" in results.text and "click[next >]" in results.admissible_actions
+    assert not any(a.startswith("click[b0") for a in results.admissible_actions)
+    item = env.step("search[coffee mug]").observation
+    env.step(next(a for a in item.admissible_actions if a.startswith("click[b0")))
+    again = env.step("search[yoga mat]").observation  # from an item page
+    assert "Page 1 (Total results: 50)" in again.text
+
+
+def test_option_click_replaces_the_choice_and_the_page_shows_no_selection(env):
     env.reset(1)
     env.step("search[shirt]")
     item = env.step(next(a for a in env._observe().admissible_actions if a.startswith("click[b0"))).observation
     options = env._product().options
-    first, second = options[-1][1][0], options[-1][1][1]
+    name, (first, second) = options[-1][0], options[-1][1][:2]
     env.step(f"click[{first}]")
-    text = env.step(f"click[{second.upper()}]").observation.text  # clicks are case-insensitive
-    assert f"{options[-1][0]}: {second}" in text and f"{options[-1][0]}: {first}" not in text
-    assert item.admissible_actions == env._observe().admissible_actions
+    after = env.step(f"click[{second.upper()}]").observation  # clicks are case-insensitive
+    assert env._state.chosen[-1] == (name, second) and all(v != first for _, v in env._state.chosen)
+    assert after == item  # WebShop re-renders the same page: the choice only shows as a checked radio button
 
 
-@pytest.mark.parametrize("action", ["jump", "click[nothing here]", "search[]", "click buy now", ""])
-def test_bad_actions_are_noops(env, action):
+@pytest.mark.parametrize("action", ["jump", "click[nothing here]", "search[]", "click buy now", "", "click[search]"])
+def test_bad_actions_do_nothing_silently(env, action):
     before = env.reset(2)
     result = env.step(action)
-    assert not result.done and result.reward == 0.0 and result.observation.text.startswith("Invalid action")
-    assert result.observation.admissible_actions == before.admissible_actions
-    env.step("search[lamp]")
-    after = env.step("search[shirt]")  # searching is only possible on the search page
-    assert not after.done and after.observation.text.startswith("Invalid action")
+    assert not result.done and result.reward == 0.0 and result.observation == before
+    results = env.step("search[lamp]").observation
+    assert env.step(action).observation == results
 
 
 def test_buy_ends_episode_and_later_steps_do_nothing(env):
@@ -289,8 +312,9 @@ def test_real_data_adapter(tmp_path):
     (data / "items_human_ins.json").write_text(json.dumps(human))
     env = WebShopEnv(source="real", data_dir=tmp_path)
     task = env.task(0)
-    assert task.task_type == "apparel" and task.instruction.startswith("i want a long sleeve")
+    assert task.task_type == "apparel" and task.instruction.startswith("I want a long sleeve")
     assert env.num_tasks == 1 and env.task(0).info["price_upper"] > 24.99
+    assert task.instruction.endswith(f", and price lower than {task.info['price_upper']:.2f} dollars")
     result = _play(env, 0, lambda obs: env.expert_action())
     assert result.won and result.reward == 10.0
 
@@ -299,3 +323,78 @@ def test_real_data_missing_path_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"items_shuffle\*\.json") as err:
         WebShopEnv(source="real", data_dir=tmp_path / "nowhere")
     assert "nowhere" in str(err.value)
+
+
+# --- real data files (WebShop's formats) ---------------------------------------------------------------------------
+
+FIXTURE = Path(__file__).parent / "data" / "webshop"
+
+
+def test_real_human_goals_carry_price_text_and_skip_goals_without_attributes():
+    env = WebShopEnv(source="real", data_dir=FIXTURE, goals="human")
+    assert env.num_tasks == 2  # the shirt's second instruction has no attributes: WebShop skips it
+    shirt, lamp = env.task(0), env.task(1)
+    assert shirt.instruction.startswith("I want a long sleeve flannel shirt in navy blue, size large, and price")
+    for task, price in ((shirt, 24.99), (lamp, 45.5)):
+        upper = task.info["price_upper"]
+        above = [p for p in (10.0 * i for i in range(1, 100)) if p > price][:4]
+        assert upper in above[1:] and task.instruction.endswith(f", and price lower than {upper:.2f} dollars")
+    assert lamp.info["options"] == ["black | white"]
+    for task_id in range(2):
+        assert _play(env, task_id, lambda obs: env.expert_action()).won
+
+
+def test_real_synthetic_goals_get_one_goal_per_option_combination():
+    env = WebShopEnv(source="real", data_dir=FIXTURE, goals="synthetic")
+    texts = [env.task(i).instruction for i in range(env.num_tasks)]
+    assert env.num_tasks == 4 + 1 + 2  # shirt: 2 colours x 2 sizes; desk lamp: no options; floor lamp: 2 colours
+    shirt = [t for t in texts if "flannel" in t]
+    assert len(shirt) == 4 and "i need a long sleeve flannel shirt with color: red plaid, and size: large" in shirt[0]
+    assert {env.task(i).info["price_upper"] for i in range(4)} == {env.task(0).info["price_upper"]}
+    assert any(t.startswith("i want a dimmable desk lamp, and price lower than") for t in texts)
+    assert all("price lower than" in t for t in texts)
+    assert all(_play(env, i, lambda obs: env.expert_action()).won for i in range(env.num_tasks))
+
+
+def test_real_pages_render_webshop_price_tags_options_and_reviews():
+    env = WebShopEnv(source="real", data_dir=FIXTURE, goals="synthetic")
+    env.reset(0)
+    results = env.step("search[lamp]").observation
+    assert "B0REAL0002 [SEP] Glowmate Dimmable Desk Lamp [SEP] $30.0 to $35.0" in results.text
+    lamp = next(p for p in env.catalog.products if p.asin == "B0REAL0002")
+    assert 30.0 <= lamp.price <= 35.0  # WebShop scores a range by one price drawn inside it
+    item = env.step("click[b0real0003]").observation
+    assert "color [SEP] black | white [SEP] brass" in item.text and "click[black | white]" in item.admissible_actions
+    env.step("search[flannel shirt]")
+    env.step("click[b0real0001]")
+    assert env.step("click[reviews]").observation.text.endswith('< Prev [SEP] "Warm" [SEP] 5 [SEP] Keeps me warm.')
+
+
+def test_type_factor_uses_title_nouns_like_webshop():
+    goal = _goal(name="Trailfox Men's Flannel Shirt", query="men's shirts")
+    same_nouns = _product(title="Flannel Shirt by Acme", query="shirt", category_path=("x",))
+    other = _product(title="Glowmate Desk Lamp", query="lamp", category_path=("y",))
+    assert type_factor(goal, same_nouns) == 1.0 and type_factor(goal, other) == 0.0
+    # The earlier rule looked for the query words ("men's shirts") in the title instead.
+    assert type_factor(goal, same_nouns, "query_words") == 1.0
+    assert type_factor(_goal(name=""), other) == type_factor(_goal(name=""), other, "query_words")
+    with pytest.raises(ValueError, match="type_match"):
+        WebShopEnv(type_match="nouns")
+
+
+def test_fuzzy_option_switch_is_webshops_rule():
+    goal = _goal(options=("x-large",), attributes=())
+    product = _product(options=(("size", ("x-large", "xx-large")),))
+    assert purchase_score(goal, product, ["xx-large"], option_match="fuzzy").options_matched == 1
+    assert purchase_score(goal, product, ["xx-large"]).options_matched == 0  # our default keeps hard negatives wrong
+    with pytest.raises(ValueError, match="option_match"):
+        WebShopEnv(option_match="approximate")
+
+
+def test_builtin_catalog_is_the_same_for_training_and_evaluation():
+    default = WebShopEnv(seed=0)
+    assert default.num_tasks == BUILTIN_NUM_GOALS and len(default.catalog.products) == 4 * BUILTIN_NUM_GOALS
+    from trl_sdar.train import env_kwargs
+
+    training = env_kwargs("webshop", max_task_id=128 + 2048 - 1)
+    assert WebShopEnv(**training).catalog is default.catalog  # the recipes' 2048 training goals share it

@@ -32,9 +32,12 @@ class SDARScriptArguments(ScriptArguments):
             Real data: ALFWorld's data folder (else `ALFWORLD_DATA`), a WebShop checkout, or a JSONL corpus for
             Search-QA.
         env_difficulty (`str`, *optional*, defaults to `"default"`):
-            Built-in ALFWorld world size: `"easy"` (6 receptacles) or `"default"` (10).
+            Built-in ALFWorld world size: `"easy"` (at most 8 receptacles, 6 object classes, one object each) or
+            `"default"` (the whole ALFRED floor plan, as in the real games).
         retriever_url (`str` or `None`, *optional*):
             Search-QA: a retrieval server on loopback (e.g. `http://127.0.0.1:8000/retrieve`).
+        questions_path (`str` or `None`, *optional*):
+            Search-QA: train on these questions (Search-R1's JSONL or parquet) instead of the generated ones.
         num_train_tasks (`int`, *optional*, defaults to `512`):
             Number of training tasks (task ids `train_task_start …`).
         train_task_start (`int`, *optional*, defaults to `128`):
@@ -89,6 +92,7 @@ class SDARScriptArguments(ScriptArguments):
     env_data_dir: str | None = field(default=None, metadata={"help": "Folder/file of the real benchmark data."})
     env_difficulty: str = field(default="default", metadata={"help": "Built-in ALFWorld size: easy | default."})
     retriever_url: str | None = field(default=None, metadata={"help": "Search-QA retrieval server URL (loopback)."})
+    questions_path: str | None = field(default=None, metadata={"help": "Search-QA question file (JSONL/parquet)."})
     num_train_tasks: int = field(default=512, metadata={"help": "Number of training tasks."})
     train_task_start: int = field(default=128, metadata={"help": "First training task id (eval uses 0..127)."})
     max_turns: int | None = field(default=None, metadata={"help": "Turn limit (default: the benchmark's)."})

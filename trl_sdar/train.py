@@ -69,6 +69,7 @@ def env_kwargs(
     difficulty: str = "default",
     retriever_url: str | None = None,
     max_task_id: int = 0,
+    questions_path: str | None = None,
 ) -> dict:
     """Constructor arguments of an environment from recipe / CLI values (`max_task_id`: highest id to be used)."""
     real = source == "real"
@@ -78,8 +79,14 @@ def env_kwargs(
         kwargs = {"source": source, "difficulty": EASY if difficulty == "easy" else DEFAULT}
         return {**kwargs, "data_dir": data_dir} if real else kwargs
     if env_name == "webshop":
-        return {"source": "real", "data_dir": data_dir} if real else {"num_goals": max(500, max_task_id + 1)}
-    kwargs = {"retriever_url": retriever_url}
+        from .envs.webshop_catalog import BUILTIN_NUM_GOALS
+
+        return (
+            {"source": "real", "data_dir": data_dir}
+            if real
+            else {"num_goals": max(BUILTIN_NUM_GOALS, max_task_id + 1)}
+        )
+    kwargs = {"retriever_url": retriever_url, "questions_path": questions_path}
     return {**kwargs, "corpus_path": data_dir} if real else kwargs
 
 
@@ -104,6 +111,7 @@ def build_env_rollout(script: SDARScriptArguments):
         data_dir=script.env_data_dir,
         difficulty=script.env_difficulty,
         retriever_url=script.retriever_url,
+        questions_path=script.questions_path,
         max_task_id=script.train_task_start + script.num_train_tasks - 1,
     )
     settings = RolloutSettings(

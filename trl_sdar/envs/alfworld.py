@@ -1,11 +1,16 @@
 """ALFWorld: household tasks played as text on ALFWorld's own engine (TextWorld's PDDL backend + fast-downward).
 
 Games are either generated (`source="builtin"`, see `alfworld_games`) or ALFWorld's released game files
-(`source="real"`, found under `data_dir` or `$ALFWORLD_DATA`). Both are loaded exactly as ALFWorld's `AlfredTWEnv`
-does: `textworld.start(game.tw-pddl)` wrapped with ALFWorld's name demangler, so observations ("You arrive at
-cabinet 1. The cabinet 1 is closed."), admissible commands, "Nothing happens." for inadmissible ones and the
-`won` check all come from the engine. The expert is the engine's planner (fast-downward) replanning from the
-current state. Reward: 10.0 on the step the game is won, else 0 (as in SDAR's runs).
+(`source="real"`, found under `data_dir` or `$ALFWORLD_DATA`). Both are loaded exactly as ALFWorld's
+`AlfredTWEnv` does: `textworld.start(game.tw-pddl)` wrapped with ALFWorld's name demangler, so observations ("You
+arrive at cabinet 1. The cabinet 1 is closed."), admissible commands, "Nothing happens." for inadmissible ones and
+the `won` check all come from the engine. The expert follows the task's recipe on the engine's full state
+(`alfworld_expert`), or with expert="planner" is the engine's fast-downward planner.
+
+Versions: written for alfworld 0.4.x on textworld 1.7 (pinned in pyproject). ALFWorld 0.4's grammar (2024) spells
+the placing command "move X to Y" where earlier game files spell it "put X in/on Y"; every game file carries its
+own grammar, and the engine and the expert both use the file's, so either vintage of data plays.
+Reward: 10.0 on the step the game is won, else 0 (as in SDAR's runs).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from trl_sdar.envs.alfworld_expert import GoalSpec, expert_commands, parse_goal
 from trl_sdar.envs.alfworld_games import (
     DEFAULT,
     SPLITS,
@@ -31,6 +37,7 @@ from trl_sdar.envs.alfworld_games import (
 from trl_sdar.envs.base import Observation, StepResult, Task
 
 WIN_REWARD = 10.0
+EXPERTS = ("recipe", "planner")
 REAL_DATA_HELP = (
     "Get ALFWorld's game files with `pip install alfworld && alfworld-download`, then point ALFWORLD_DATA "
     "(or data_dir=) at the folder that contains json_2.1.1/."
@@ -94,33 +101,46 @@ def real_data_root(data_dir: str | os.PathLike | None = None) -> Path:
 
 
 def list_real_games(root: str | os.PathLike, split: str) -> list[Path]:
-    """Sorted game files of a split, keeping the 6 task types AlfredTWEnv plays (no movable/sliced variants)."""
+    """Sorted game files of a split, kept as ALFWorld's `AlfredTWEnv.collect_game_files` keeps them.
+
+    A game folder counts if it has traj_data.json whose task_type is one of the 6 played types, is not a movable /
+    sliced variant, and has a game.tw-pddl carrying `"solvable": true` (ALFWorld marks the games its planner could
+    not solve with false and skips them, and skips files without the key).
+    """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     split_dir = Path(root) / "json_2.1.1" / split
     if not split_dir.is_dir():
         raise FileNotFoundError(f"ALFWorld data folder not found: {split_dir}. {REAL_DATA_HELP}")
-    games = []
-    for path in sorted(split_dir.glob("*/*/game.tw-pddl")):
-        type_dir = path.parent.parent.name
-        if "movable" in type_dir or "Sliced" in type_dir:
-            continue
-        if type_dir.split("-", 1)[0] in TASK_TYPES:
-            games.append(path)
+    games = [path for path in sorted(split_dir.glob("*/*/game.tw-pddl")) if _playable(path)]
     if not games:
-        raise FileNotFoundError(f"No game.tw-pddl files under {split_dir}. {REAL_DATA_HELP}")
+        raise FileNotFoundError(f"No solvable game.tw-pddl files under {split_dir}. {REAL_DATA_HELP}")
     return games
 
 
+def _playable(path: Path) -> bool:
+    folder = path.parent
+    if "movable" in str(folder) or "Sliced" in str(folder) or not (folder / "traj_data.json").is_file():
+        return False
+    if _traj_task_type(folder) not in TASK_TYPES:
+        return False
+    with open(path) as f:
+        return bool(json.load(f).get("solvable", False))
+
+
+def _traj_task_type(folder: Path) -> str:
+    with open(folder / "traj_data.json") as f:
+        return json.load(f)["task_type"]
+
+
 def real_task(path: Path, task_id: int, split: str) -> Task:
-    """Describe a released game without starting it: the type is in its folder name, the goal in its grammar."""
+    """Describe a released game without starting it: the type from traj_data.json, the goal from its grammar."""
     with open(path) as f:
         grammar = json.load(f)["grammar"]
     match = _GOAL_RE.search(grammar)
     instruction = json.loads(f'"{match.group(1)}"') if match else ""
-    task_type = path.parent.parent.name.split("-", 1)[0]
     info = {"gamefile": str(path), "source": "real", "split": split}
-    return Task("alfworld", task_id, instruction, task_type, info)
+    return Task("alfworld", task_id, instruction, _traj_task_type(path.parent), info)
 
 
 # --- the environment ---------------------------------------------------------------------------------------------
@@ -141,6 +161,9 @@ class AlfworldEnv:
         max_turns: default turn limit of the benchmark (the rollout enforces it).
         cache_dir: where generated game files are written (default: $TRL_SDAR_CACHE/alfworld or
             ~/.cache/trl_sdar/alfworld).
+        expert: "recipe" (default: the full-knowledge task recipe of `alfworld_expert`, fast in full-size rooms)
+            or "planner" (the engine's fast-downward planner; exact shortest plans, but tens of seconds or more
+            per plan in rooms with dozens of receptacles).
     """
 
     name = "alfworld"
@@ -156,12 +179,17 @@ class AlfworldEnv:
         difficulty: AlfworldDifficulty = DEFAULT,
         max_turns: int = 50,
         cache_dir: str | os.PathLike | None = None,
+        expert: str = "recipe",
     ) -> None:
         if source not in ("builtin", "real"):
             raise ValueError(f"source must be 'builtin' or 'real', got {source!r}")
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if expert not in EXPERTS:
+            raise ValueError(f"expert must be one of {EXPERTS}, got {expert!r}")
         self.source, self.split, self.difficulty, self.max_turns = source, split, difficulty, max_turns
+        self.expert = expert
+        self._goal: GoalSpec | None = None  # goal of the loaded game, read from its PDDL problem
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self._real_games = list_real_games(real_data_root(data_dir), split) if source == "real" else None
         self._engine: Any = None  # the wrapped TextWorld environment, created on the first reset
@@ -204,6 +232,7 @@ class AlfworldEnv:
                     self._engine.load(gamefile)
                 self._loaded = gamefile
                 self._state = self._engine.reset()
+                self._goal = parse_goal(self._engine.unwrapped._game_data["pddl_problem"])
             finally:
                 sys.argv = saved_argv
         return self._observation()
@@ -235,10 +264,23 @@ class AlfworldEnv:
         return plan[0] if plan else "look"
 
     def expert_plan(self) -> list[str]:
-        """The engine planner's full command sequence from the current state to a win (empty once won)."""
+        """The expert's full command sequence from the current state to a win (empty once won).
+
+        With expert="recipe", a state the recipe does not cover (e.g. objects inside movable receptacles in some
+        released games) falls back to the engine planner.
+        """
         if self._state is None:
             raise RuntimeError("call reset(task_id) before asking the expert")
         with _ENGINE_LOCK:
+            if self.expert == "recipe":
+                pddl_env = self._engine.unwrapped
+                names = {key: info.name for key, info in pddl_env._entity_infos.items()}
+                try:
+                    put = pddl_env._logic.actions["putobject"].template
+                    facts, won = pddl_env._pddl_state.facts, bool(self._state["won"])
+                    return expert_commands(facts, names, self._goal, won, put)
+                except (KeyError, IndexError, AssertionError):
+                    pass
             return planner_commands(self._engine)
 
     def close(self) -> None:

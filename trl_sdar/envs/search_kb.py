@@ -131,13 +131,54 @@ def _passages(kb: KnowledgeBase) -> tuple[Passage, ...]:
     return tuple(out)
 
 
+def _distractors(kb: KnowledgeBase, rng: random.Random) -> tuple[Passage, ...]:
+    """Passages that name an entity prominently but do not hold the facts questions ask about (and often state a
+    different year or place), as Wikipedia has "X (disambiguation)", "X Prize" and "History of X" pages next to X."""
+    cities = [c.name for c in kb.cities]
+    people = [p.name for p in kb.people]
+    out = []
+    for country, _ in kb.countries:
+        city = rng.choice(cities)
+        out.append(Passage(f"{country} national rowing team", f"The {country} national rowing team trains in {city} "
+                           f"and first raced abroad in {rng.randint(1900, 2000)}."))  # fmt: skip
+    for c in kb.cities:
+        year, other = rng.randint(1850, 2010), rng.choice(cities)
+        out.append(Passage(f"History of {c.name}", f"The history of {c.name} is told in a museum in {other}. A "
+                           f"railway reached {c.name} in {year}, and a bridge over the river followed."))  # fmt: skip
+    for p in kb.people:
+        year, other = rng.randint(1900, 2020), rng.choice(cities)
+        out.append(Passage(f"{p.name} Prize", f"The {p.name} Prize is awarded every year in {other} to a young "
+                           f"{p.job}. It was first given in {year}."))  # fmt: skip
+    for c in kb.companies:
+        year, other = rng.randint(1950, 2020), rng.choice(cities)
+        out.append(Passage(f"{c.name} Tower", f"The {c.name} Tower is an office building in {other}, completed in "
+                           f"{year}. It houses a branch of {c.name}, not its head office."))  # fmt: skip
+    for w in kb.works:
+        year, other = rng.randint(1950, 2024), rng.choice(people)
+        kind = "stage play" if w.kind == "film" else "film adaptation"
+        out.append(Passage(f"{w.title} ({kind})", f"{w.title} is also a {year} {kind} by {other}, loosely based on "
+                           f"the {w.kind} of the same name."))  # fmt: skip
+    # A second look-alike per entity, using the words questions use ("founded", "born", "wrote", "directed").
+    names = (
+        [c for c, _ in kb.countries] + cities + people + [c.name for c in kb.companies] + [w.title for w in kb.works]
+    )
+    for name in names:
+        year, other, person = rng.randint(1900, 2020), rng.choice(cities), rng.choice(people)
+        out.append(Passage(f"{name} Foundation", f"The {name} Foundation was founded in {year} in {other} by "
+                           f"{person}, who was born there and wrote and directed its first campaign."))  # fmt: skip
+        ship = f"{name} (ship), a steamer built in {rng.choice(cities)} in {rng.randint(1850, 1950)}"
+        out.append(Passage(f"{name} (disambiguation)", f"{name} may refer to: {name}; the {name} Foundation; {ship}."))
+    return tuple(out)
+
+
 def _person_name(rng: random.Random) -> str:
     first = (rng.choice(_SYL_A) + rng.choice(_SYL_B)).capitalize()
     return f"{first} {(rng.choice(_SYL_A) + rng.choice(_SURNAME)).capitalize()}"
 
 
-def generate_kb(seed: int = 0) -> KnowledgeBase:
-    """10 countries, 40 cities, 80 people, 40 companies, 40 works; all names unique."""
+def generate_kb(seed: int = 0, distractors: bool = True) -> KnowledgeBase:
+    """10 countries, 40 cities, 80 people, 40 companies, 40 works; all names unique. With `distractors`, every
+    entity also gets three passages that name it without holding the asked facts (840 passages in all, not 210)."""
     rng, taken = random.Random(f"search-kb-{seed}"), set()
     countries = [_unique(rng, lambda r: (r.choice(_SYL_A) + r.choice(_LAND)).capitalize(), taken) for _ in range(10)]
     cities = []
@@ -161,7 +202,10 @@ def generate_kb(seed: int = 0) -> KnowledgeBase:
         works.append(Work(title, kind, min(creator.born + rng.randint(20, 60), 2024), creator.name))
     capitals = tuple((c, next(x.name for x in cities if x.country == c)) for c in countries)
     kb = KnowledgeBase(capitals, tuple(cities), tuple(people), tuple(companies), tuple(works), ())
-    return replace(kb, passages=_passages(kb))
+    extra = _distractors(kb, random.Random(f"search-kb-distractors-{seed}")) if distractors else ()
+    passages = list(_passages(kb) + extra)
+    random.Random(f"search-kb-order-{seed}").shuffle(passages)  # corpus order leaks nothing
+    return replace(kb, passages=tuple(passages))
 
 
 def _single_hop(kb: KnowledgeBase, rng: random.Random) -> Question:

@@ -6,7 +6,8 @@ observation in `<information>…</information>`, so `feedback` returns it unwrap
 reward = exact match (SQuAD normalisation) against any golden answer.
 
 Retrievers: BM25 over the generated knowledge base (default), BM25 over a user's JSONL corpus ({"id", "contents"}
-rows, contents = "title\\ntext"), or a user-run retrieval server (Search-R1's HTTP protocol, e.g. on loopback).
+rows, contents = "title\\ntext"), or a user-run retrieval server (Search-R1's or SDAR's HTTP protocol, e.g. on
+loopback). Questions: generated, or Search-R1's question files (`questions_path`, JSONL or parquet).
 """
 
 from __future__ import annotations
@@ -55,10 +56,17 @@ def parse_action(action: str) -> tuple[str, str] | None:
     return match.group(1).lower(), match.group(2).strip()
 
 
-def format_documents(contents: Sequence[str]) -> str:
-    """Corpus rows ("title\\ntext") → "Doc 1(Title: title) text" lines, the format search agents are trained on."""
+def format_documents(contents: Sequence[str], doc_format: str = "search_r1") -> str:
+    """Corpus rows ("title\\ntext") as the search tool shows them.
+
+    "search_r1": "Doc 1(Title: title) text" lines (Search-R1's `_passages2string`, what its agents are trained on);
+    "sdar": "Doc 1: title\\ntext" (the SDAR reference tool's: "Doc i: " and the stripped row).
+    """
     lines = []
     for i, row in enumerate(contents, start=1):
+        if doc_format == "sdar":
+            lines.append(f"Doc {i}: {row.strip()}")
+            continue
         title, _, text = row.partition("\n")
         lines.append(f"Doc {i}(Title: {title.strip()}) {text.strip()}")
     return "\n".join(lines)
@@ -87,28 +95,43 @@ class LocalRetriever:
         return [self.contents[i] for i in self._index.top_k(query, k)]
 
 
-class HttpRetriever:
-    """Client of a retrieval server speaking Search-R1's protocol.
+PROTOCOLS = ("both", "search_r1", "sdar")
+DOC_FORMATS = ("search_r1", "sdar")
 
-    POST {"queries": [q], "topk": k, "return_scores": true} → {"result": [[{"document": {"contents": …}, "score":
-    …}, …]]} (rows may also be bare documents). A server failure raises: silently empty searches would corrupt
+
+class HttpRetriever:
+    """Client of a retrieval server: Search-R1's or the SDAR reference's (`examples/search/retriever`).
+
+    Search-R1's server takes {"queries": [q], "topk": k, "return_scores": true}; SDAR's takes {"query": q, "topk":
+    k, "return_scores": true}. Both answer {"result": [[{"document": {"contents": ...}, "score": ...}, ...]]} (bare
+    documents without scores). protocol="both" (default) sends both fields in one request; each server's request
+    model ignores the field it does not know. A server failure raises: silently empty searches would corrupt
     training rewards.
     """
 
-    def __init__(self, url: str = DEFAULT_RETRIEVER_URL, timeout: float = 30.0) -> None:
-        self.url = url
-        self.timeout = timeout
+    def __init__(self, url: str = DEFAULT_RETRIEVER_URL, timeout: float = 30.0, protocol: str = "both") -> None:
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"retriever protocol must be one of {PROTOCOLS}, got {protocol!r}")
+        self.url, self.timeout, self.protocol = url, timeout, protocol
+
+    def request_body(self, query: str, k: int) -> dict:
+        body: dict = {"topk": k, "return_scores": True}
+        if self.protocol in ("both", "search_r1"):
+            body["queries"] = [query]
+        if self.protocol in ("both", "sdar"):
+            body["query"] = query
+        return body
 
     def search(self, query: str, k: int) -> list[str]:
-        body = json.dumps({"queries": [query], "topk": k, "return_scores": True}).encode()
+        body = json.dumps(self.request_body(query, k)).encode()
         request = urllib.request.Request(self.url, data=body, headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 payload = json.loads(response.read().decode())
-        except (urllib.error.URLError, OSError, ValueError) as err:
+            rows = payload["result"][0]
+            return [str((row.get("document") or row)["contents"]) for row in rows][:k]
+        except (urllib.error.URLError, OSError, ValueError, KeyError, IndexError, TypeError) as err:
             raise ConnectionError(f"Retrieval server at {self.url} failed: {err}") from err
-        rows = payload["result"][0]
-        return [str((row.get("document") or row)["contents"]) for row in rows][:k]
 
 
 # --- questions ---------------------------------------------------------------------------------------------------
@@ -120,23 +143,46 @@ def question_kind(question: str, data_source: str) -> str:
     return "multi_hop" if data_source in MULTI_HOP_SOURCES else "single_hop"
 
 
+def _question_text(row: dict) -> str:
+    if row.get("question"):
+        return str(row["question"]).strip()
+    prompt = row.get("prompt")  # Search-R1's parquet: [{"role": "user", "content": "... Question: q\n"}]
+    content = str(prompt[0]["content"]) if prompt is not None and len(prompt) else ""
+    return content.rsplit("Question:", 1)[-1].strip()
+
+
+def _golden_answers(row: dict) -> tuple[str, ...]:
+    answers = row.get("golden_answers")
+    if answers is None:  # Search-R1's parquet: reward_model.ground_truth.target
+        answers = ((row.get("reward_model") or {}).get("ground_truth") or {}).get("target")
+    if answers is None:
+        raise ValueError(f"question row has no 'golden_answers' nor reward_model.ground_truth.target: {row}")
+    return (str(answers),) if isinstance(answers, str) else tuple(str(a) for a in answers)
+
+
+def _read_rows(file: Path) -> list[dict]:
+    if file.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(file).to_pylist()
+    return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+
+
 def load_questions(path: str | Path) -> list[Question]:
-    """Questions from JSONL rows {"question", "golden_answers", "data_source"} (e.g. exported from Search-R1 data)."""
+    """Questions in Search-R1's formats: JSONL rows {"question", "golden_answers", "data_source"} (FlashRAG's
+    files) or its processed parquet (question / prompt, golden_answers / reward_model.ground_truth.target)."""
     file = Path(path).expanduser()
     if not file.is_file():
         raise FileNotFoundError(
-            f"Question file not found: {file} (expected JSONL rows with 'question', "
-            "'golden_answers' and 'data_source')."
+            f"Question file not found: {file} (expected Search-R1 questions: JSONL rows with 'question', "
+            "'golden_answers' and 'data_source', or its .parquet files)."
         )
     questions = []
-    for line in file.read_text().splitlines():
-        if line.strip():
-            row = json.loads(line)
-            answers = row["golden_answers"]
-            answers = (answers,) if isinstance(answers, str) else tuple(str(a) for a in answers)
-            source = str(row.get("data_source", "nq"))
-            kind = question_kind(row["question"], source)
-            questions.append(Question(row["question"], answers, kind, source, (row["question"],)))
+    for row in _read_rows(file):
+        text, source = _question_text(row), str(row.get("data_source") or "nq")
+        questions.append(Question(text, _golden_answers(row), question_kind(text, source), source, (text,)))
+    if not questions:
+        raise ValueError(f"Question file {file} holds no rows.")
     return questions
 
 
@@ -163,13 +209,18 @@ class SearchQAEnv:
         corpus_path: str | Path | None = None,
         retriever_url: str | None = None,
         questions_path: str | Path | None = None,
+        retriever_protocol: str = "both",
+        doc_format: str = "search_r1",
     ) -> None:
+        if doc_format not in DOC_FORMATS:
+            raise ValueError(f"doc_format must be one of {DOC_FORMATS}, got {doc_format!r}")
+        self.doc_format = doc_format
         if corpus_path is not None and retriever_url is not None:
             raise ValueError("Give SearchQAEnv either corpus_path (local BM25) or retriever_url (server), not both.")
         self.seed = seed
         self.topk = topk
         if retriever_url is not None:
-            self.retriever: LocalRetriever | HttpRetriever = HttpRetriever(retriever_url)
+            self.retriever: LocalRetriever | HttpRetriever = HttpRetriever(retriever_url, protocol=retriever_protocol)
         else:
             self.retriever = _local_retriever(seed, None if corpus_path is None else str(corpus_path))
         self._kb = generate_kb(seed) if questions_path is None else None
@@ -214,7 +265,9 @@ class SearchQAEnv:
                 return StepResult(Observation("Invalid action: the search query is empty."), 0.0, False)
             self._searches += 1
             docs = self.retriever.search(arg, self.topk)
-            return StepResult(Observation(format_documents(docs) or "No documents found."), 0.0, False)
+            return StepResult(
+                Observation(format_documents(docs, self.doc_format) or "No documents found."), 0.0, False
+            )
         self._done = True
         em = exact_match(arg, self._question.golden_answers)
         text = f"Your answer: {arg}. " + ("It is correct." if em else "It is not correct.")

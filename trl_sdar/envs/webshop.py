@@ -1,8 +1,11 @@
 """WebShop: buy the product an instruction describes, through WebShop's search → results → item → buy pages.
 
-Pages render as WebShop's simple text mode (elements joined by " [SEP] ") and actions are WebShop's strings:
-`search[query]` on the search page, `click[element]` elsewhere (a product id, an option value, "next >", "< prev",
-"back to search", "description", "features", "reviews", "buy now"). The purchase score follows WebShop's rule:
+Pages render as WebShop's simple text mode (the visible texts of its page templates joined by " [SEP] ": the search
+page starts "WebShop [SEP] Instruction: [SEP] ...", the others "Instruction: [SEP] ...") and actions are WebShop's
+strings: `search[query]` (from any page), `click[element]` (a product id, an option value, "next >", "< prev",
+"back to search", "description", "features", "reviews", "buy now"); the admissible list is WebShop's available
+actions: "search[<your query>]" where the page has a search bar, then "click[<text>]" per clickable.
+The purchase score follows WebShop's rule (`webshop_reward`):
 (matched attributes + matched options + price ok) / (attributes + options + 1) × type factor; the environment pays
 10.0 only for a perfect purchase (score 1.0), as in SDAR's runs. Products come from the generated catalog
 (`webshop_catalog.generate_catalog`) or from a WebShop checkout's data (`source="real"`).
@@ -11,92 +14,38 @@ Pages render as WebShop's simple text mode (elements joined by " [SEP] ") and ac
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
-from rapidfuzz import fuzz
-
 from trl_sdar.envs.base import Observation, StepResult, Task
 from trl_sdar.envs.bm25 import BM25Index
-from trl_sdar.envs.webshop_catalog import Catalog, Goal, Product, generate_catalog, load_webshop_catalog
+from trl_sdar.envs.webshop_catalog import (
+    BUILTIN_NUM_GOALS,
+    GOAL_SOURCES,
+    Catalog,
+    Goal,
+    Product,
+    generate_catalog,
+)
+from trl_sdar.envs.webshop_data import load_webshop_catalog
+from trl_sdar.envs.webshop_reward import (  # noqa: F401 (re-exported: the reward is part of this env's API)
+    OPTION_MATCHES,
+    TYPE_MATCHES,
+    PurchaseScore,
+    attribute_matched,
+    fuzzy_option_matches,
+    normalize_option,
+    option_matches,
+    purchase_score,
+    title_noun_score,
+    title_nouns,
+    title_score,
+    type_factor,
+)
 
 WIN_REWARD = 10.0
 SUB_PAGES = ("description", "features", "reviews")
-
-# --- reward (pure) -----------------------------------------------------------------------------------------------
-
-
-def normalize_option(value: str) -> str:
-    """Canonical option value: lowercase, "grey" → "gray", words sorted unless the value holds a number.
-
-    Sorting makes "Blue Navy" equal "navy blue"; sizes keep their order because "52 x 84" ≠ "84 x 52". Options are
-    compared by equality after this, not by WebShop's token-set fuzzy ratio, which also accepts "xx-large" for
-    "x-large" and would turn the generated hard negatives into correct purchases.
-    """
-    words = re.split(r"[\s,/]+", value.lower().replace("grey", "gray").strip())
-    words = [w for w in words if w]
-    if any(ch.isdigit() for ch in value):
-        return " ".join(words)
-    return " ".join(sorted(words))
-
-
-def option_matches(goal_options: Iterable[str], chosen: Iterable[str]) -> int:
-    """Number of goal option values among the chosen ones (after normalisation)."""
-    picked = {normalize_option(v) for v in chosen}
-    return sum(normalize_option(g) in picked for g in goal_options)
-
-
-def attribute_matched(attribute: str, product: Product) -> bool:
-    """WebShop's rule: fuzzy match (token-set ratio > 85) against the product's attributes, else a substring of its
-    title, description or feature bullets."""
-    if any(fuzz.token_set_ratio(attribute.lower(), a.lower()) > 85 for a in product.attributes):
-        return True
-    text = " ".join((product.title, product.description, *product.features)).lower()
-    return attribute.lower() in text
-
-
-def title_score(type_words: str, title: str) -> float:
-    """Fraction of the goal's product-type words found in the purchased title (fuzzy, so "shirts" counts)."""
-    wanted = type_words.lower().split()
-    if not wanted:
-        return 0.2  # WebShop's neutral value when the goal names no type
-    have = re.findall(r"[a-z0-9]+", title.lower())
-    return sum(any(fuzz.ratio(w, h) >= 80 for h in have) for w in wanted) / len(wanted)
-
-
-def type_factor(goal: Goal, product: Product) -> float:
-    """WebShop's r_type: 1 if the query or ≥2 category levels match or the title overlaps (>0.2), else 0.5; then
-    0.1 below a title score of 0.1 and 0 with no overlap at all."""
-    score = title_score(goal.query, product.title)
-    same_query = bool(goal.query) and goal.query == product.query
-    same_category = len(set(goal.category_path) & set(product.category_path)) >= 2
-    factor = 1.0 if (same_query or same_category or score > 0.2) else 0.5
-    if score < 0.1:
-        factor = 0.1
-    if score == 0.0:
-        factor = 0.0
-    return factor
-
-
-@dataclass(frozen=True)
-class PurchaseScore:
-    type_factor: float
-    attributes_matched: int
-    options_matched: int
-    price_ok: bool
-    total: float
-
-
-def purchase_score(goal: Goal, product: Product, chosen_options: Iterable[str]) -> PurchaseScore:
-    """Score of buying `product` with the clicked option values `chosen_options` for `goal`."""
-    n_attr = sum(attribute_matched(a, product) for a in goal.attributes)
-    n_opt = option_matches(goal.options, chosen_options)
-    price_ok = goal.price_upper <= 0 or product.price <= goal.price_upper
-    r_type = type_factor(goal, product)
-    total = (n_attr + n_opt + int(price_ok)) / (len(goal.attributes) + len(goal.options) + 1) * r_type
-    return PurchaseScore(r_type, n_attr, n_opt, price_ok, total)
 
 
 def parse_action(action: str) -> tuple[str, str] | None:
@@ -125,21 +74,28 @@ def _sep(*parts: object) -> str:
 
 
 @lru_cache(maxsize=4)
-def _load(source: str, seed: int, num_goals: int, data_dir: str | None) -> tuple[Catalog, BM25Index]:
+def _load(source: str, seed: int, num_goals: int, data_dir: str | None, goals: str) -> tuple[Catalog, BM25Index]:
     """Catalog and search index, shared by all env instances of one configuration (the rollout makes many)."""
     if source == "generated":
         catalog = generate_catalog(seed, num_goals)
     elif source == "real":
         if data_dir is None:
             raise ValueError("WebShopEnv(source='real') needs data_dir: the data/ folder of a WebShop checkout.")
-        catalog = load_webshop_catalog(data_dir, seed)
+        catalog = load_webshop_catalog(data_dir, seed, goals)
     else:
         raise ValueError(f"WebShopEnv source must be 'generated' or 'real', got {source!r}.")
     return catalog, BM25Index([p.search_text() for p in catalog.products])
 
 
 class WebShopEnv:
-    """WebShop as an `AgentEnv`. One episode at a time; `reset(task_id)` plays goal `task_id` of the catalog."""
+    """WebShop as an `AgentEnv`. One episode at a time; `reset(task_id)` plays goal `task_id` of the catalog.
+
+    The page machine is WebShop's text environment (`WebAgentTextEnv`, simple text mode): `search[...]` works from
+    every page, results pages always offer "Next >", option clicks only re-render the item page, and an action that
+    is not valid on the page does nothing (same page, no message). Switches for the reward:
+    type_match ("title_nouns": WebShop's; "query_words") and option_match ("exact", default: normalised equality
+    so that hard negatives such as "xx-large" for "x-large" stay wrong; "fuzzy": WebShop's token-set > 85).
+    """
 
     name = "webshop"
     max_turns = 15
@@ -149,16 +105,27 @@ class WebShopEnv:
     def __init__(
         self,
         seed: int = 0,
-        num_goals: int = 500,
+        num_goals: int = BUILTIN_NUM_GOALS,
         source: str = "generated",
         data_dir: str | Path | None = None,
         results_per_page: int = 10,
         max_results: int = 50,
+        type_match: str = "title_nouns",
+        option_match: str = "exact",
+        goals: str = "auto",
     ) -> None:
-        self.catalog, self._index = _load(source, seed, num_goals, None if data_dir is None else str(data_dir))
+        if type_match not in TYPE_MATCHES:
+            raise ValueError(f"type_match must be one of {TYPE_MATCHES}, got {type_match!r}")
+        if option_match not in OPTION_MATCHES:
+            raise ValueError(f"option_match must be one of {OPTION_MATCHES}, got {option_match!r}")
+        if goals not in GOAL_SOURCES:
+            raise ValueError(f"goals must be one of {GOAL_SOURCES}, got {goals!r}")
+        data = None if data_dir is None else str(data_dir)
+        self.catalog, self._index = _load(source, seed, num_goals, data, goals)
         self._by_asin = {p.asin: i for i, p in enumerate(self.catalog.products)}
         self.results_per_page = results_per_page
         self.max_results = max_results
+        self.type_match, self.option_match = type_match, option_match
         self._goal: Goal | None = None
         self._state = PageState()
         self._searches = 0
@@ -190,20 +157,18 @@ class WebShopEnv:
             return StepResult(Observation("The purchase is complete; the episode is over."), 0.0, True)
         parsed = parse_action(action)
         if parsed is None:
-            return self._noop("Invalid action: write search[your query] or click[an element on the page].")
-        verb, arg = parsed
+            return self._noop()
+        verb, arg = parsed[0], parsed[1].lower()  # WebShop lower-cases the argument of every action
         if verb == "search":
-            if self._state.kind != "search":
-                return self._noop("Invalid action: searching is only possible on the search page.")
             if not arg:
-                return self._noop("Invalid action: the search query is empty.")
+                return self._noop()
             self._searches += 1
             hits = tuple(self._index.top_k(arg, self.max_results))
             self._state = PageState(kind="results", query=arg, results=hits)
             return StepResult(self._observe(), 0.0, False)
-        if arg.lower() not in self._clickables():
-            return self._noop(f"Invalid action: '{arg}' is not a clickable element on this page.")
-        return self._click(arg.lower())
+        if arg == "search" or arg not in self._clickables():
+            return self._noop()
+        return self._click(arg)
 
     def _click(self, arg: str) -> StepResult:
         state = self._state
@@ -220,10 +185,10 @@ class WebShopEnv:
                 self._state = replace(state, kind="results", item=-1, chosen=())
             else:
                 self._state = replace(state, kind="item")
-        elif arg in SUB_PAGES:
-            self._state = replace(state, kind=arg)
         elif state.kind == "results":
             self._state = replace(state, kind="item", item=self._by_asin[arg.upper()], chosen=())
+        elif state.kind == "item" and arg in SUB_PAGES:
+            self._state = replace(state, kind=arg)
         else:  # an option value on the item page replaces the earlier choice for that option
             name = next(n for n, values in self._product().options if arg in (v.lower() for v in values))
             value = next(v for v in dict(self._product().options)[name] if v.lower() == arg)
@@ -233,16 +198,19 @@ class WebShopEnv:
 
     def _buy(self) -> StepResult:
         product = self._product()
-        result = purchase_score(self._goal, product, [v for _, v in self._state.chosen])
+        chosen = [v for _, v in self._state.chosen]
+        result = purchase_score(
+            self._goal, product, chosen, type_match=self.type_match, option_match=self.option_match
+        )
         self._state = replace(self._state, kind="done")
         won = result.total == 1.0
         text = f"Thank you for shopping with us! [SEP] Your score (min 0.0, max 1.0) [SEP] {result.total:.2f}"
         info = {"asin": product.asin, "score_breakdown": asdict(result)}
         return StepResult(Observation(text), WIN_REWARD if won else 0.0, True, won, result.total, info)
 
-    def _noop(self, message: str) -> StepResult:
-        page = self._observe()
-        return StepResult(Observation(f"{message}\n{page.text}", page.admissible_actions), 0.0, False)
+    def _noop(self) -> StepResult:
+        """WebShop's answer to an action the page does not offer: nothing happens, the same page again."""
+        return StepResult(self._observe(), 0.0, False)
 
     # --- rendering ---------------------------------------------------------------------------------------------
 
@@ -259,21 +227,20 @@ class WebShopEnv:
         return self._state.results[start : start + self.results_per_page]
 
     def _clickables(self) -> list[str]:
+        """The page's clickable texts in WebShop's order: buttons and product links, then option values."""
         state = self._state
         if state.kind == "search":
-            return []
+            return ["search"]
         buttons = ["back to search"]
         if state.kind == "results":
             buttons += ["< prev"] if state.page > 1 else []
-            buttons += ["next >"] if state.page * self.results_per_page < len(state.results) else []
-            buttons += [self.catalog.products[i].asin.lower() for i in self._page_results()]
+            buttons += ["next >"] + [self.catalog.products[i].asin.lower() for i in self._page_results()]
         elif state.kind == "item":
-            buttons.append("< prev")
+            buttons += ["< prev", *SUB_PAGES, "buy now"]
             buttons += [v.lower() for _, values in self._product().options for v in values]
-            buttons += [*SUB_PAGES, "buy now"]
         else:
             buttons.append("< prev")
-        return buttons
+        return list(dict.fromkeys(buttons))  # one entry per text, as in WebShop's text -> element map
 
     def _page_text(self) -> str:
         state, head = self._state, _sep("Instruction:", self._goal.instruction)
@@ -282,33 +249,28 @@ class WebShopEnv:
         if state.kind == "results":
             parts: list[object] = [head, "Back to Search", f"Page {state.page} (Total results: {len(state.results)})"]
             parts += ["< Prev"] if state.page > 1 else []
-            parts += ["Next >"] if state.page * self.results_per_page < len(state.results) else []
+            parts.append("Next >")
             for i in self._page_results():
                 product = self.catalog.products[i]
-                parts += [product.asin, product.title, f"${product.price:.2f}"]
+                parts += [product.asin, product.title, product.price_tag]
             return _sep(*parts)
         product = self._product()
         if state.kind in SUB_PAGES:
             body = {
                 "description": [product.description],
                 "features": list(product.features),
-                "reviews": list(product.reviews) or ["No reviews yet."],
+                "reviews": list(product.reviews),
             }[state.kind]
             return _sep(head, "Back to Search", "< Prev", *body)
         parts = [head, "Back to Search", "< Prev"]
         for name, values in product.options:
             parts += [name, *values]
-        parts += [product.title, f"Price: ${product.price:.2f}", "Rating: N.A."]
-        if state.chosen:
-            parts.append("Selected: " + ", ".join(f"{n}: {v}" for n, v in state.chosen))
+        parts += [product.title, f"Price: {product.price_tag}", "Rating: N.A."]
         return _sep(*parts, "Description", "Features", "Reviews", "Buy Now")
 
     def _observe(self) -> Observation:
-        if self._state.kind == "search":
-            actions: tuple[str, ...] = ("search[<your query>]",)
-        else:
-            actions = tuple(f"click[{b}]" for b in self._clickables())
-        return Observation(self._page_text(), actions)
+        search = ("search[<your query>]",) if self._state.kind == "search" else ()
+        return Observation(self._page_text(), search + tuple(f"click[{b}]" for b in self._clickables()))
 
     # --- agent-facing text ---------------------------------------------------------------------------------------
 
@@ -329,13 +291,14 @@ class WebShopEnv:
         """Search the goal's key words (then the target's title if needed), open the target, pick options, buy."""
         state, goal = self._state, self._goal
         target = self._by_asin[goal.asin]
+        title_search = f"search[{self.catalog.products[target].title}]"
         if state.kind == "search":
-            return f"search[{goal.keywords if self._searches == 0 else self.catalog.products[target].title}]"
+            return f"search[{goal.keywords}]" if self._searches == 0 else title_search
         if state.kind == "results":
             if target in self._page_results():
                 return f"click[{goal.asin.lower()}]"
             later = target in state.results[state.page * self.results_per_page :]
-            return "click[next >]" if later else "click[back to search]"
+            return "click[next >]" if later else title_search
         if state.kind != "item" or state.item != target:
             return "click[< prev]"
         chosen = {normalize_option(v) for _, v in state.chosen}

@@ -10,12 +10,17 @@ keyword (none for "other"), because SDAR selects the WebShop skill file by keywo
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import random
 import re
 from dataclasses import dataclass
-from pathlib import Path
+
+# Goals (each with its target and three hard negatives) of the built-in catalog, training and evaluation alike:
+# the evaluation manifest's goals 0-127 are searched among the same 10,000 products as training's goals 128+.
+BUILTIN_NUM_GOALS = 2500
+GOAL_SOURCES = ("auto", "human", "synthetic")
+# WebShop's budgets: a goal's price bound is drawn from these above the product's price.
+PRICE_RANGE = tuple(10.0 * i for i in range(1, 100))
 
 CATEGORIES = ("apparel", "footwear", "home_decor", "electronics", "accessories", "beauty_health", "other")
 
@@ -119,7 +124,8 @@ class Product:
     price: float
     description: str
     features: tuple[str, ...]
-    reviews: tuple[str, ...]
+    reviews: tuple[str, ...]  # the review page's texts, in page order
+    price_tag: str = ""  # the price as pages show it: "$12.99" or "$12.99 to $15.0"
 
     def search_text(self) -> str:
         return " ".join((self.title, self.description, *self.features))
@@ -137,6 +143,7 @@ class Goal:
     price_upper: float
     keywords: str  # the expert's first search
     hard_negatives: tuple[str, ...] = ()  # ASINs built to miss this goal by one attribute, option or the budget
+    name: str = ""  # the target's title: WebShop's type reward compares its nouns with the purchased title's
 
 
 @dataclass(frozen=True)
@@ -195,6 +202,7 @@ def _make_product(
         description=description,
         features=features,
         reviews=tuple(rng.sample(_REVIEWS, 2)),
+        price_tag=f"${round(price, 2)}",
     )
 
 
@@ -271,11 +279,12 @@ def _goal_family(ptype: ProductType, seed: int, index: int, rng: random.Random) 
         price_upper=price_upper,
         keywords=" ".join((*goal_attrs, ptype.name)),
         hard_negatives=tuple(p.asin for p in products[1:]),
+        name=products[0].title,
     )
     return goal, products
 
 
-def generate_catalog(seed: int = 0, num_goals: int = 500) -> Catalog:
+def generate_catalog(seed: int = 0, num_goals: int = BUILTIN_NUM_GOALS) -> Catalog:
     """Goal i gets category CATEGORIES[i % 7] (balanced task types); products are shuffled so order leaks nothing."""
     by_category = {c: [t for t in PRODUCT_TYPES if t.category == c] for c in CATEGORIES}
     goals, products = [], []
@@ -316,90 +325,3 @@ def keyword_categories(instruction: str, whole_words: bool = True) -> list[str]:
     text = instruction.lower()
     found = (lambda w: w in text) if not whole_words else (lambda w: re.search(rf"\b{re.escape(w)}", text))
     return [c for c, words in CATEGORY_KEYWORDS.items() if any(found(w) for w in words)]
-
-
-def _find(folder: Path, pattern: str) -> Path | None:
-    for base in (folder, folder / "data"):
-        hits = sorted(base.glob(pattern))
-        if hits:
-            return hits[0]
-    return None
-
-
-def _price(pricing: object) -> float:
-    numbers = re.findall(r"\d+(?:\.\d+)?", str(pricing).replace(",", ""))
-    return float(numbers[0]) if numbers else 0.0
-
-
-def _real_product(raw: dict, attributes: dict) -> Product:
-    bullets = raw.get("small_description") or []
-    features = tuple(bullets) if isinstance(bullets, list) else (str(bullets),)
-    options = tuple(
-        (str(name).lower(), tuple(str(v["value"] if isinstance(v, dict) else v).lower() for v in values))
-        for name, values in (raw.get("customization_options") or {}).items()
-        if values
-    )
-    path = tuple(p.strip().lower() for p in str(raw.get("product_category", "")).split("›") if p.strip())
-    return Product(
-        asin=str(raw["asin"]).upper(),
-        title=str(raw.get("name", "")),
-        category=str(raw.get("category", "")),
-        query=str(raw.get("query", "")).lower(),
-        category_path=path,
-        attributes=tuple(attributes.get(raw["asin"], {}).get("attributes", ())),
-        options=options,
-        price=_price(raw.get("pricing", "")),
-        description=str(raw.get("full_description", "")),
-        features=features,
-        reviews=(),
-    )
-
-
-def load_webshop_catalog(data_dir: str | Path, seed: int = 0) -> Catalog:
-    """Read products and goals from the data folder of a WebShop checkout (or the checkout root).
-
-    Products: `items_shuffle*.json` (a list of scraped items). Goals: human instructions from `items_human_ins*.json`
-    when present, otherwise the synthetic ones in `items_ins_v2*.json` (which also holds product attributes).
-    WebShop draws each goal's budget above the product's price; here it is drawn deterministically per goal.
-    """
-    folder = Path(data_dir).expanduser()
-    product_file = _find(folder, "items_shuffle*.json")
-    attr_file = _find(folder, "items_ins_v2*.json")
-    human_file = _find(folder, "items_human_ins*.json")
-    if product_file is None or (attr_file is None and human_file is None):
-        raise FileNotFoundError(
-            f"WebShop data not found under {folder}: expected items_shuffle*.json (products) and "
-            "items_human_ins*.json or items_ins_v2*.json (goals, attributes), as in the data/ folder of a "
-            "WebShop checkout after its setup script has downloaded them."
-        )
-    attributes = json.loads(attr_file.read_text()) if attr_file else {}
-    products = tuple(_real_product(raw, attributes) for raw in json.loads(product_file.read_text()))
-    by_asin = {p.asin: p for p in products}
-    raw_goals = json.loads(human_file.read_text()) if human_file else {k: [v] for k, v in attributes.items()}
-    goals = []
-    for asin, entries in raw_goals.items():
-        product = by_asin.get(str(asin).upper())
-        for j, entry in enumerate(entries if isinstance(entries, list) else [entries]):
-            if product is None or not entry.get("instruction"):
-                continue
-            rng = random.Random(f"webshop-real-{seed}-{asin}-{j}")
-            budget = float(math.floor(product.price / 10.0) * 10 + 10 * rng.randint(1, 3))
-            instruction = str(entry["instruction"]).strip().lower()
-            found = [c for c in keyword_categories(instruction) if c != "other"]
-            attrs = tuple(entry.get("instruction_attributes", ()))
-            goals.append(
-                Goal(
-                    instruction=instruction,
-                    category=found[0] if found else "other",
-                    asin=product.asin,
-                    query=product.query,
-                    category_path=product.category_path,
-                    attributes=attrs,
-                    options=tuple(str(o).lower() for o in entry.get("instruction_options", ())),
-                    price_upper=budget,
-                    keywords=" ".join((*attrs, product.query)),
-                )
-            )
-    if not goals:
-        raise ValueError(f"No goal in {human_file or attr_file} refers to a product in {product_file}.")
-    return Catalog(products=products, goals=tuple(goals))
