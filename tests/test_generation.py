@@ -250,3 +250,24 @@ def test_vllm_without_sleep_mode_is_left_to_trl(monkeypatch):
         generator.generate([[1, 2]], max_new_tokens=3)
         generator.generate([[1, 2, 3]], max_new_tokens=3)
     assert vllm.llm.events == ["generate", "generate"]
+
+
+def test_generation_benchmark_compares_both_modes_on_the_same_tokens(tmp_path):
+    import importlib.util
+    import json
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "bench_generation.py"
+    spec = importlib.util.spec_from_file_location("bench_generation", path)
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # dataclasses look their module up
+    spec.loader.exec_module(bench)
+    settings = bench.Settings(turns=3, batch=2, prompt_tokens=20, turn_tokens=4, env_tokens=5, repeats=2)
+    report = bench.run_benchmark(settings, tmp_path / "bench.json")
+    assert json.loads((tmp_path / "bench.json").read_text())["same_tokens"] is True and report["device"]
+    full, cached = (report["modes"][m]["prefill_tokens"] for m in ("reprefill", "cached"))
+    assert full == [2 * 20, 2 * 29, 2 * 38]  # the whole transcript every turn
+    assert cached[0] == full[0] and all(c <= 2 * 6 for c in cached[1:])  # last sampled token + env tokens
+    assert len(report["speedup"]) == 3 and all(x > 0 for x in report["speedup"])
+    assert "| 3 | 47 |" in bench.format_table(report)
