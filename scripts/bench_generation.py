@@ -136,6 +136,9 @@ def run_benchmark(settings: Settings, output: Path | None = None) -> dict:
                 reuse_cache=mode == "cached",
             )
             runs[mode].append(play(generator, settings, prompts, replies))
+            print(
+                f"[bench] repeat {repeat} {mode}: {sum(runs[mode][-1]['turn_s']):.1f} s", file=sys.stderr, flush=True
+            )
     report = {"settings": asdict(settings), "device": machine(), "modes": {}}
     for mode in MODES:
         per_turn = [statistics.median(r["turn_s"][t] for r in runs[mode]) for t in range(settings.turns)]
