@@ -5,8 +5,9 @@
 each turn generates `--turn-tokens` tokens per episode (EOS suppressed by `min_new_tokens`, so both modes do the same
 work) from the episode's whole context, then appends `--env-tokens` environment tokens. "reprefill" is the generator
 as before this change (`reuse_cache=False`: every turn prefills the whole transcript); "cached" reuses each episode's
-keys/values and prefills only the new tokens. Both modes run in the same process, alternating their order across
-`--repeats`, with the same seed, prompts and environment tokens; the sampled tokens are compared (they must match).
+keys/values and prefills only the new tokens. Both modes play the same episodes side by side in one process: each
+turn is timed in one mode right after the other (alternating which goes first), with the same seed, prompts and
+environment tokens; the sampled tokens are compared (they must match). Per-turn times are medians over `--repeats`.
 Prints, per number of turns k, the time to generate a k-turn episode batch in each mode and their ratio.
 
     python scripts/bench_generation.py --model smollm2 --turns 10 --batch 2 --prompt-tokens 256 --turn-tokens 16 \
@@ -82,28 +83,50 @@ def episode_inputs(settings: Settings, vocab: int, special: set[int]) -> tuple[l
     return prompts, replies
 
 
-def play(generator, settings: Settings, prompts, replies) -> dict:
-    """One batch of episodes, turn by turn: seconds and prefilled tokens per turn, the sampled ids."""
+def _rng_state():
     import torch
 
-    from trl_sdar.generation import HFGenerator
+    return torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
 
-    assert isinstance(generator, HFGenerator)
+
+def _set_rng_state(state) -> None:
+    import torch
+
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state_all(state[1])
+
+
+def play_side_by_side(generators: dict, settings: Settings, prompts, replies, first: int = 0) -> dict[str, dict]:
+    """The same batch of episodes in every mode, turn by turn: turn t is timed in one mode right after the other
+    (the order alternating), so that load changes on the machine hit both; each mode has its own RNG stream from the
+    same seed, so both sample the same tokens. Per mode: seconds and prefilled tokens per turn, the sampled ids."""
+    import torch
+
     torch.manual_seed(settings.seed)
-    contexts, seconds, prefill, sampled = [list(p) for p in prompts], [], [], []
-    with generator:
-        for turn in range(settings.turns):
+    rng = {mode: _rng_state() for mode in generators}
+    runs = {mode: {"contexts": [list(p) for p in prompts], "turn_s": [], "prefill_tokens": [], "sampled": []}
+            for mode in generators}  # fmt: skip
+    for turn in range(settings.turns):
+        order = list(generators) if (turn + first) % 2 == 0 else list(generators)[::-1]
+        for mode in order:
+            generator, run = generators[mode], runs[mode]
+            _set_rng_state(rng[mode])
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
             start = time.perf_counter()
-            outs = generator.generate(contexts, settings.turn_tokens)
+            outs = generator.generate(run["contexts"], settings.turn_tokens)
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
-            seconds.append(time.perf_counter() - start)
-            prefill.append(generator.last_prefill_tokens)
-            sampled.append([o.ids for o in outs])
-            contexts = [c + o.ids + r for c, o, r in zip(contexts, outs, replies[turn], strict=True)]
-    return {"turn_s": seconds, "prefill_tokens": prefill, "sampled": sampled, "final_context": len(contexts[0])}
+            run["turn_s"].append(time.perf_counter() - start)
+            rng[mode] = _rng_state()
+            run["prefill_tokens"].append(generator.last_prefill_tokens)
+            run["sampled"].append([o.ids for o in outs])
+            run["contexts"] = [c + o.ids + r for c, o, r in zip(run["contexts"], outs, replies[turn], strict=True)]
+    for mode, generator in generators.items():
+        generator.close()
+        runs[mode]["final_context"] = len(runs[mode].pop("contexts")[0])
+    return runs
 
 
 def machine() -> str:
@@ -127,18 +150,19 @@ def run_benchmark(settings: Settings, output: Path | None = None) -> dict:
     prompts, replies = episode_inputs(settings, len(tokenizer), set(tokenizer.all_special_ids))
     runs: dict[str, list[dict]] = {mode: [] for mode in MODES}
     for repeat in range(settings.repeats):
-        for mode in MODES if repeat % 2 == 0 else MODES[::-1]:
-            generator = HFGenerator(
+        generators = {
+            mode: HFGenerator(
                 model,
                 tokenizer,
                 temperature=1.0,
-                generation_kwargs={"min_new_tokens": settings.turn_tokens},
+                generation_kwargs={"min_new_tokens": settings.turn_tokens},  # every turn the same length
                 reuse_cache=mode == "cached",
             )
-            runs[mode].append(play(generator, settings, prompts, replies))
-            print(
-                f"[bench] repeat {repeat} {mode}: {sum(runs[mode][-1]['turn_s']):.1f} s", file=sys.stderr, flush=True
-            )
+            for mode in MODES
+        }
+        for mode, run in play_side_by_side(generators, settings, prompts, replies, first=repeat).items():
+            runs[mode].append(run)
+            print(f"[bench] repeat {repeat} {mode}: {sum(run['turn_s']):.1f} s", file=sys.stderr, flush=True)
     report = {"settings": asdict(settings), "device": machine(), "modes": {}}
     for mode in MODES:
         per_turn = [statistics.median(r["turn_s"][t] for r in runs[mode]) for t in range(settings.turns)]
