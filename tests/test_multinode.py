@@ -20,11 +20,8 @@ from types import SimpleNamespace
 import pytest
 
 # TRL 1.16's server mode hands rank r the replies r·n … (r+1)·n − 1 of the gathered batch, n being r's own count, so
-# ranks with different numbers of live episodes get each other's replies (or too few, and the rollout raises). The
-# fix belongs in trl_sdar.generation.VLLMGenerator: pad every rank's contexts to the largest count, drop the fillers.
-pytestmark = pytest.mark.xfail(
-    strict=True, reason="VLLMGenerator does not pad uneven per-rank batches for TRL's server-mode slicing yet"
-)
+# ranks with different numbers of live episodes would get each other's replies (or too few) unless
+# trl_sdar.generation.VLLMGenerator pads every rank's contexts to the largest count and drops the fillers.
 
 ROOT = Path(__file__).resolve().parents[1]
 WORLD_SIZE = 3

@@ -178,7 +178,9 @@ def test_vllm_generator_uses_turn_budget_and_returns_sampled_logprobs():
             return prompts, [[5, 6]] * len(prompts), [[[-0.5, -2.0], [-0.25]]] * len(prompts), None
 
     fake = FakeVLLM()
-    out = VLLMGenerator(SimpleNamespace(vllm_generation=fake)).generate([[1, 2], [3]], max_new_tokens=7)
+    out = VLLMGenerator(SimpleNamespace(args=SimpleNamespace(vllm_mode="colocate"), vllm_generation=fake)).generate(
+        [[1, 2], [3]], max_new_tokens=7
+    )
     assert [o.ids for o in out] == [[5, 6], [5, 6]] and out[0].logprobs == [-0.5, -0.25]
     assert calls[0][1] == 7 and calls[0][2] == 1 and fake.max_completion_length == 512
 

@@ -1,11 +1,21 @@
 """Token-in, token-out generators for multi-turn rollouts: the model's own `generate` (CPU/GPU) or TRL's vLLM.
 
 A generator takes a batch of token-id contexts and returns, per context, the new token ids (ending with EOS when the
-model stopped) and their sampling log-probs (vLLM) or None. Model text is never re-tokenised.
+model stopped) and their sampling log-probs (vLLM) or None. Model text is never re-tokenised. `make_generator(trainer)`
+builds the one a rollout uses, sampling with the trainer's settings; use it as a context manager around one rollout
+(exiting frees the KV caches, or puts vLLM back to sleep).
+
+Multi-turn generation in linear time: `HFGenerator` keeps the KV cache of the rows it generated for. A context that
+starts with one of them (its context, the ids returned, then the environment's tokens) reuses that row's keys/values
+and only its new suffix is prefilled; anything else is prefilled in full. `VLLMGenerator` keeps sleeping vLLM awake
+for the whole rollout, so the weights are synced once per rollout (TRL's `generate` would re-sync them every turn)
+and vLLM's prefix cache survives from one turn to the next.
 """
 
 from __future__ import annotations
 
+import copy
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,38 +32,120 @@ class Generator(Protocol):
     def generate(self, contexts: list[list[int]], max_new_tokens: int) -> list[Generated]: ...
 
 
-class HFGenerator:
-    """Sampling with `model.generate` on left-padded contexts (the trainer's sampling settings)."""
+def make_generator(trainer) -> HFGenerator | VLLMGenerator:
+    """The generator of a rollout for `trainer`: TRL's vLLM with `use_vllm`, else the model's `generate`, sampling
+    with the trainer's `temperature`, `top_p`, `top_k`, `min_p`, `repetition_penalty`, `generation_kwargs` and
+    `cache_implementation` (the checkpoint's `generation_config` is ignored, as in TRL's own generation)."""
+    args = trainer.args
+    if args.use_vllm:
+        return VLLMGenerator(trainer)
+    tokenizer = trainer.processing_class
+    tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    return HFGenerator(
+        model,
+        tokenizer,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        min_p=args.min_p,
+        repetition_penalty=args.repetition_penalty,
+        generation_kwargs=args.generation_kwargs,
+        cache_implementation=args.cache_implementation,
+    )
 
-    def __init__(self, model, tokenizer, *, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0):
+
+@dataclass(frozen=True)
+class _CachedRow:
+    start: int  # first column of the row's tokens in the stored cache (columns before it are left padding)
+    tokens: torch.Tensor  # (n,) the ids whose keys/values the stored cache holds, from that column on
+
+
+class HFGenerator:
+    """Sampling with `model.generate` on left-padded contexts, with exactly the sampling settings given.
+
+    `temperature=0` samples greedily. Keys/values are reused across calls (`reuse_cache`) for contexts that extend a
+    row of the previous call; the cache of rows no context continues is freed at the next call or by `close()`.
+    """
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        *,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        min_p: float | None = None,
+        repetition_penalty: float = 1.0,
+        generation_kwargs: dict | None = None,
+        cache_implementation: str | None = None,
+        reuse_cache: bool = True,
+    ):
         self.model = model
         self.pad_token_id = tokenizer.pad_token_id
-        eos = model.generation_config.eos_token_id if model.generation_config.eos_token_id is not None else []
-        self.eos_token_ids = set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}
-        self.sampling = {"do_sample": temperature > 0, "top_p": top_p, "top_k": top_k or None}
-        if temperature > 0:
-            self.sampling["temperature"] = temperature
+        eos = model.generation_config.eos_token_id
+        eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+        self.eos_token_ids = [tokenizer.eos_token_id, *(e for e in eos if e != tokenizer.eos_token_id)]
+        self.config = _generation_config(
+            self.pad_token_id,
+            tokenizer.bos_token_id,
+            self.eos_token_ids,
+            {"temperature": temperature, "top_p": top_p, "top_k": top_k, "min_p": min_p},
+            repetition_penalty,
+            generation_kwargs,
+            cache_implementation,
+        )
+        # Reusing keys/values needs one row per context and the default dynamic cache (a static or quantised cache,
+        # beams or several sequences per context change what the cache holds)
+        self.reuse_cache = (
+            reuse_cache
+            and cache_implementation in (None, "dynamic")
+            and self.config.cache_implementation in (None, "dynamic")
+            and (self.config.num_beams or 1) == 1
+            and (self.config.num_return_sequences or 1) == 1
+        )
+        self._cache = None
+        self._rows: list[_CachedRow] = []
+        self.last_prefill_tokens = 0  # tokens the last call prefilled (rows × columns after the reused cache)
 
     @torch.no_grad()
     def generate(self, contexts: list[list[int]], max_new_tokens: int) -> list[Generated]:
         if not contexts:
+            self.close()
             return []
         width = max(len(c) for c in contexts)
         device = next(self.model.parameters()).device
-        ids = torch.full((len(contexts), width), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(contexts), width), dtype=torch.long)
+        ids = torch.full((len(contexts), width), self.pad_token_id, dtype=torch.long)  # (B, W), left-padded
+        mask = torch.zeros((len(contexts), width), dtype=torch.long)  # (B, W)
         for i, context in enumerate(contexts):
             ids[i, width - len(context) :] = torch.tensor(context)
             mask[i, width - len(context) :] = 1
-        out = self.model.generate(
-            input_ids=ids.to(device),
-            attention_mask=mask.to(device),
-            max_new_tokens=max_new_tokens,
-            pad_token_id=self.pad_token_id,
-            eos_token_id=sorted(self.eos_token_ids),
-            **self.sampling,
-        )
-        return [Generated(self._until_eos(row)) for row in out[:, width:].tolist()]
+        cache = self._reused_cache(contexts, device) if self.reuse_cache else None
+        self.close()  # the previous call's cache: what is continued has been copied into `cache`
+        reused = cache.get_seq_length() if cache is not None else 0
+        self.last_prefill_tokens = len(contexts) * (width - reused)
+        config = copy.deepcopy(self.config)
+        config.max_new_tokens = max_new_tokens
+        config.return_dict_in_generate = True
+        with _only_these_settings(self.model):
+            out = self.model.generate(
+                input_ids=ids.to(device), attention_mask=mask.to(device), cache=cache, generation_config=config
+            )
+        results = [Generated(self._until_eos(row)) for row in out.sequences[:, width:].tolist()]
+        if self.reuse_cache:
+            self._remember(contexts, results, out.cache, width)
+        return results
+
+    def close(self) -> None:
+        """Free the stored keys/values (the next call prefills every context in full)."""
+        self._cache, self._rows = None, []
+
+    def __enter__(self) -> HFGenerator:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def _until_eos(self, row: list[int]) -> list[int]:
         for i, token in enumerate(row):
@@ -61,24 +153,168 @@ class HFGenerator:
                 return row[: i + 1]
         return row
 
+    def _remember(self, contexts: list[list[int]], results: list[Generated], cache, width: int) -> None:
+        from transformers.cache_utils import DynamicLayer
+
+        layers = getattr(cache, "layers", None)
+        if not layers or any(type(layer) is not DynamicLayer or not layer.is_initialized for layer in layers):
+            return  # no cache, sliding-window or shared layers: the next call prefills in full
+        generated = cache.get_seq_length() - width  # the last sampled token of the longest row was never fed
+        self._cache = cache
+        self._rows = [
+            _CachedRow(width - len(c), torch.tensor(c + r.ids[:generated], dtype=torch.long))
+            for c, r in zip(contexts, results, strict=True)
+        ]
+
+    def _reused_cache(self, contexts: list[list[int]], device):
+        """A DynamicCache for the first columns of the left-padded batch, copied from the stored rows; None if no
+        context extends a stored row.
+
+        Row i (length L_i) reuses p_i tokens of its best stored row (longest common prefix, at least its last token
+        is fed again). Every row prefills the last S = max_i (L_i - p_i) columns, so the cache holds C = W - S
+        columns: row i's first L_i - S tokens, right-aligned, left padding as zeros (masked out by the attention
+        mask, like the padding of the ids). Positions come from the attention mask as without a cache.
+        """
+        from transformers import DynamicCache
+
+        if self._cache is None:
+            return None
+        sources = [self._best_row(torch.tensor(c, dtype=torch.long)) for c in contexts]
+        suffix = max(len(c) - p for c, (_, p) in zip(contexts, sources, strict=True))
+        taken = [max(0, len(c) - suffix) for c in contexts]  # row i's first tokens read from the cache
+        columns = max(taken)
+        if columns == 0:
+            return None
+        old, cache = self._cache, DynamicCache()
+        for layer_idx, layer in enumerate(old.layers):
+            old_keys, old_values = layer.keys, layer.values  # (B_old, H_kv, T_old, D)
+            shape = (len(contexts), old_keys.shape[1], columns, old_keys.shape[3])
+            keys, values = old_keys.new_zeros(shape), old_values.new_zeros(shape)  # (B, H_kv, C, D)
+            for i, ((row, _), n) in enumerate(zip(sources, taken, strict=True)):
+                if n:
+                    start = self._rows[row].start
+                    keys[i, :, columns - n :] = old_keys[row, :, start : start + n]
+                    values[i, :, columns - n :] = old_values[row, :, start : start + n]
+            cache.update(keys.to(device), values.to(device), layer_idx)
+        return cache
+
+    def _best_row(self, context: torch.Tensor) -> tuple[int, int]:
+        """(stored row, tokens reusable) for `context`: the longest common prefix, leaving its last token to feed."""
+        best = (0, 0)
+        for index, row in enumerate(self._rows):
+            n = min(len(context) - 1, len(row.tokens))
+            differ = (context[:n] != row.tokens[:n]).nonzero()
+            common = int(differ[0]) if len(differ) else n
+            if common > best[1]:
+                best = (index, common)
+        return best
+
+
+def _generation_config(pad_id, bos_id, eos_ids, sampling: dict, repetition_penalty, generation_kwargs, cache_impl):
+    """TRL's GenerationConfig for `generate` (GRPOTrainer, transformers path), greedy when `temperature == 0`."""
+    from transformers import GenerationConfig
+
+    if generation_kwargs is not None and not isinstance(generation_kwargs, dict):
+        raise ValueError(f"generation_kwargs must be a dict or None, got {type(generation_kwargs).__name__}.")
+    kwargs = {
+        "do_sample": True,
+        "pad_token_id": pad_id,
+        "bos_token_id": bos_id,
+        "eos_token_id": eos_ids,
+        **sampling,
+        "repetition_penalty": repetition_penalty,
+        "cache_implementation": cache_impl,
+    }
+    if sampling["temperature"] == 0:  # greedy: no sampling warpers
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("temperature", "top_p", "top_k", "min_p")}
+        kwargs["do_sample"] = False
+    kwargs.update(generation_kwargs or {})
+    return GenerationConfig(**kwargs, disable_compile=True)
+
+
+@contextmanager
+def _only_these_settings(model):
+    """Hide the checkpoint's `generation_config` from `generate`, which fills every unset field from it (e.g.
+    Qwen2.5-Instruct's `repetition_penalty=1.05`): only the passed config and the library defaults apply."""
+    from transformers import GenerationConfig
+
+    target = model.get_base_model() if hasattr(model, "get_base_model") else model
+    saved = target.generation_config
+    target.generation_config = GenerationConfig()
+    try:
+        yield
+    finally:
+        target.generation_config = saved
+
 
 class VLLMGenerator:
     """TRL's vLLM generation (colocate or server) with a per-call token budget; returns sampling log-probs.
 
     In server mode every process must call `generate` the same number of times (TRL gathers prompts across
     processes), so the rollout keeps calling it with an empty batch while other processes still have episodes.
+
+    With colocated vLLM in sleep mode, TRL's `generate` puts vLLM to sleep (level 2: weights discarded) after every
+    call and re-syncs the weights before the next: every turn. Here vLLM is woken (and synced, if asleep) on the
+    first call and kept awake until `close()`, which puts it to sleep once: one weight sync per rollout.
     """
 
     def __init__(self, trainer):
         self.trainer = trainer
+        self._awake = False
 
     def generate(self, contexts: list[list[int]], max_new_tokens: int) -> list[Generated]:
         vllm = self.trainer.vllm_generation
+        real = len(contexts)
+        contexts = self._padded_for_server(contexts)
         saved = vllm.max_completion_length
         vllm.max_completion_length = max_new_tokens
         try:
-            _, completion_ids, logprobs, _ = vllm.generate(prompts=contexts, images=None, num_generations=1)
+            with self._kept_awake(vllm):
+                _, completion_ids, logprobs, _ = vllm.generate(prompts=contexts, images=None, num_generations=1)
         finally:
             vllm.max_completion_length = saved
         # vLLM returns per-token top-k lists whose first entry is the sampled token's log-prob
-        return [Generated(list(ids), [lp[0] for lp in lps]) for ids, lps in zip(completion_ids, logprobs, strict=True)]
+        pairs = list(zip(completion_ids, logprobs, strict=True))[:real]  # filler replies dropped
+        return [Generated(list(ids), [lp[0] for lp in lps]) for ids, lps in pairs]
+
+    def _padded_for_server(self, contexts: list[list[int]]) -> list[list[int]]:
+        """Server mode: TRL gathers every process's prompts and hands process r the replies `r·n … (r+1)·n`, n being
+        its *own* prompt count, so all processes must send as many. Processes whose episodes ended earlier send
+        one-token filler contexts up to the largest count (their replies are dropped)."""
+        trainer = self.trainer
+        if trainer.args.vllm_mode != "server" or trainer.accelerator.num_processes < 2:
+            return contexts
+        accelerator = trainer.accelerator
+        most = int(accelerator.gather(torch.tensor([len(contexts)], device=accelerator.device)).max())
+        tokenizer = getattr(trainer.processing_class, "tokenizer", trainer.processing_class)
+        return [*contexts, *[[tokenizer.eos_token_id]] * (most - len(contexts))]
+
+    @contextmanager
+    def _kept_awake(self, vllm):
+        if not (getattr(vllm, "mode", None) == "colocate" and getattr(vllm, "enable_sleep_mode", False)):
+            yield
+            return
+        if not self._awake:
+            if vllm._llm_weights_sleeping:  # the trainer did not sync this step (or synced before a sleep)
+                vllm.sync_weights()
+            vllm.llm.wake_up(tags=["kv_cache"])
+            self._awake = True
+        vllm.enable_sleep_mode = False  # TRL's generate neither re-syncs before nor sleeps after this call
+        try:
+            yield
+        finally:
+            vllm.enable_sleep_mode = True
+
+    def close(self) -> None:
+        """Put colocated vLLM back to sleep (level 2, as TRL does) if this generator woke it."""
+        if self._awake:
+            vllm = self.trainer.vllm_generation
+            vllm.llm.sleep(level=2)
+            vllm._llm_weights_sleeping = True
+            self._awake = False
+
+    def __enter__(self) -> VLLMGenerator:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

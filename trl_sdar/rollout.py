@@ -29,7 +29,7 @@ from .agent.episode import Episode, TurnRecord
 from .agent.parsing import PARSERS, ParsedTurn, parse_turn
 from .agent.prompts import STEP_TEMPLATES, StepView, search_action_text, step_prompt
 from .envs.base import AgentEnv, Observation, StepResult, Task
-from .generation import Generated, Generator, HFGenerator, VLLMGenerator
+from .generation import Generated, Generator, make_generator
 
 logger = logging.getLogger(__name__)
 INVALID_FORMAT_FEEDBACK = "Invalid response: reason inside <think>…</think>, then answer with the required tags."
@@ -160,19 +160,15 @@ class EnvRollout:
         """Play one episode per prompt with the trainer's model (its generation settings, vLLM when enabled) and
         log the `env/…` metrics through the trainer."""
         tokenizer = getattr(trainer.processing_class, "tokenizer", trainer.processing_class)
-        if trainer.args.use_vllm:
-            generator: Generator = VLLMGenerator(trainer)
-        else:
-            model = trainer.accelerator.unwrap_model(trainer.model)
-            args = trainer.args
-            generator = HFGenerator(model, tokenizer, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k)
+        generator = make_generator(trainer)
         budget = self.settings.max_episode_tokens or trainer.args.max_completion_length
         if self.rollout_unit == "turn":
             budget = min(self.settings.max_turn_tokens, trainer.args.max_completion_length)
         sync = _any_active_fn(trainer.accelerator) if trainer.args.use_vllm else None
         task_ids = [self.task_id_of(p) for p in prompts]
         turns = ChatTurns(tokenizer, getattr(trainer, "chat_template_kwargs", None))
-        episodes = self.run(task_ids, prompts, generator, turns, budget, any_active=sync)
+        with generator:  # frees the KV caches, or puts vLLM back to sleep, once the episodes are played
+            episodes = self.run(task_ids, prompts, generator, turns, budget, any_active=sync)
         log_metric = getattr(trainer, "_log_metric", None)
         if log_metric is not None:
             for name, value in self.metrics(episodes).items():
