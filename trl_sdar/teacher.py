@@ -9,6 +9,7 @@ fit is dropped from distillation (and counted).
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +20,9 @@ from torch import nn
 from .config import SDARConfig
 
 EMA_ADAPTER = "teacher"
+# First PEFT release whose `PeftModel.set_adapter` takes `inference_mode` (0.19.0; 0.18.1 has `set_adapter(name)`
+# only). pyproject.toml's floor must be at least this; tests/test_teacher.py checks both and every PEFT call here.
+PEFT_MIN_VERSION = "0.19.0"
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,8 @@ def build_teacher_prompts(
     for ids, m, context in zip(prompt_ids.tolist(), prompt_mask.tolist(), contexts, strict=True):
         prompt = [t for t, keep in zip(ids, m) if keep]
         context = list(context or [])
+        if bos_token_id is not None and context[:1] == [bos_token_id] and prompt[:1] == [bos_token_id]:
+            context = context[1:]  # rendered by a chat template that opens with BOS (Llama-3): one BOS, not two
         ok, cut = bool(context), False
         if ok and max_length is not None and len(context) + len(prompt) > max_length:
             room = max_length - len(context)
@@ -87,12 +93,29 @@ def build_teacher_prompts(
 
 
 def prompt_bos_token_id(tokenizer) -> int | None:
-    """The BOS id if the tokenizer puts it in front of every prompt (Llama), else None.
+    """The BOS id if prompts start with it (the tokenizer prepends it, or the chat template opens with it once per
+    conversation, as Llama-3's does), else None.
 
-    SmolLM2 declares `<|im_start|>` as its "bos" without prepending it: that one must not pin the context's place.
+    SmolLM2 declares `<|im_start|>` as its "bos": its template opens every message with it, so it is a role marker,
+    not a BOS, and must not pin the context's place.
     """
     bos = tokenizer.bos_token_id
-    return bos if bos is not None and tokenizer("a")["input_ids"][:1] == [bos] else None
+    if bos is None:
+        return None
+    if tokenizer("a")["input_ids"][:1] == [bos]:
+        return bos
+    chat = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
+    try:
+        ids = _as_ids(tokenizer.apply_chat_template(chat, tokenize=True))
+    except Exception:  # no chat template, or one that rejects this conversation: prompts are plain text
+        return None
+    return bos if ids[:1] == [bos] and ids.count(bos) == 1 else None
+
+
+def _as_ids(ids) -> list[int]:
+    if isinstance(ids, dict) or hasattr(ids, "keys"):  # transformers 5 returns a BatchEncoding
+        ids = ids["input_ids"]
+    return list(ids)
 
 
 class ContextTokenizer:
@@ -125,14 +148,22 @@ class ContextTokenizer:
         )
 
     def _chat_ids(self, messages: list[dict]) -> list[int]:
-        ids = self.tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=False)
-        if isinstance(ids, dict) or hasattr(ids, "keys"):  # transformers 5 returns a BatchEncoding
-            ids = ids["input_ids"]
-        return list(ids)
+        return _as_ids(self.tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=False))
 
 
 def _is_peft(model: nn.Module) -> bool:
     return hasattr(model, "peft_config") and hasattr(model, "disable_adapter")
+
+
+def check_peft_version(model: nn.Module) -> None:
+    """Fail with the fix when the installed PEFT predates the `set_adapter(..., inference_mode=)` the teacher uses."""
+    if "inference_mode" not in inspect.signature(type(model).set_adapter).parameters:
+        import peft
+
+        raise ImportError(
+            f"trl_sdar's teacher needs peft>={PEFT_MIN_VERSION} (set_adapter(..., inference_mode=True)); "
+            f"peft {peft.__version__} is installed: pip install 'peft>={PEFT_MIN_VERSION}'."
+        )
 
 
 @contextmanager
@@ -166,6 +197,8 @@ class Teacher:
         self.rate = args.teacher_update_rate
         self.peft = _is_peft(model)
         self.copy: nn.Module | None = None
+        if self.peft:
+            check_peft_version(model)
         if self.kind == "ema" and self.peft:
             self._add_ema_adapter()
         elif self.kind in ("base", "ema") and not self.peft:
@@ -192,17 +225,25 @@ class Teacher:
             p.requires_grad_(False)
 
     def _adapter_pairs(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """(student, teacher) LoRA parameter pairs: `…lora_A.default.weight` ↔ `…lora_A.teacher.weight`."""
-        active = f".{self.model.active_adapter}."
+        """(student, teacher) adapter parameter pairs, matched on the adapter-name component of the parameter name:
+        `…lora_A.default.weight` ↔ `…lora_A.teacher.weight`, `…lora_embedding_A.default` ↔ `…lora_embedding_A.teacher`.
+        """
+        active = self.model.active_adapter
         params = dict(self.model.named_parameters())
-        return [(p, params[n.replace(active, f".{EMA_ADAPTER}.")]) for n, p in params.items() if active in n]
+        pairs = []
+        for name, param in params.items():
+            parts = name.split(".")
+            if active in parts:
+                parts[parts.index(active)] = EMA_ADAPTER
+                pairs.append((param, params[".".join(parts)]))
+        return pairs
 
     def teacher_params(self) -> list[torch.Tensor]:
         """Parameters that belong to the teacher only (never trained by the optimizer)."""
         if self.copy is not None:
             return list(self.copy.parameters())
         if self.kind == "ema" and self.peft:
-            return [p for n, p in self.model.named_parameters() if f".{EMA_ADAPTER}." in n]
+            return [p for n, p in self.model.named_parameters() if EMA_ADAPTER in n.split(".")]
         return []
 
     @contextmanager

@@ -64,14 +64,46 @@ class SDARTrainer(GRPOTrainer):
     _tag_names = ["trl", "grpo", "sdar"]
     _name = "SDAR"
 
-    def __init__(self, model, reward_funcs=None, args: SDARConfig | None = None, **kwargs):
+    def __init__(
+        self,
+        model,
+        reward_funcs=None,
+        args: SDARConfig | None = None,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class=None,
+        reward_processing_classes=None,
+        callbacks=None,
+        optimizers=(None, None),
+        quantization_config=None,
+        peft_config=None,
+        tools=None,
+        rollout_func=None,
+        environment_factory=None,
+    ):
+        # The parameter list is GRPOTrainer.__init__'s, in its order, so positional calls mean the same thing.
         if args is None:
             model_name = model if isinstance(model, str) else get_config_model_id(model.config)
             args = SDARConfig(f"{model_name.split('/')[-1]}-SDAR")
         elif not isinstance(args, SDARConfig):
             kind = type(args).__name__ if isinstance(args, GRPOConfig) else repr(type(args))
             raise TypeError(f"SDARTrainer needs `args` to be a trl_sdar.SDARConfig, got {kind}; use SDARConfig.")
-        super().__init__(model, reward_funcs, args=args, **kwargs)
+        super().__init__(
+            model,
+            reward_funcs,
+            args,
+            train_dataset,
+            eval_dataset,
+            processing_class,
+            reward_processing_classes,
+            callbacks,
+            optimizers,
+            quantization_config,
+            peft_config,
+            tools,
+            rollout_func,
+            environment_factory,
+        )
         self._capture_student_logps = False
         self._student_logps: torch.Tensor | None = None
         self._warned: set[str] = set()
@@ -94,6 +126,13 @@ class SDARTrainer(GRPOTrainer):
             raise ValueError("SDARTrainer does not support vision inputs for the teacher; set sdar_coef=0.")
         # TRL merged every rollout_func extra field into `inputs`, so dataset columns and extras are read alike.
         column = self.args.teacher_context_column
+        if "no_column" not in self._warned and not any(column in row for row in inputs):
+            self._warned.add("no_column")
+            logger.warning(
+                f"No row of this batch has the column {column!r} (SDARConfig.teacher_context_column), so nothing is "
+                f"distilled and this is plain GRPO. Available fields: {sorted(inputs[0])}. Fix the column name, keep "
+                "remove_unused_columns=False, and put the column in the dataset (or return it from rollout_func)."
+            )
         contexts = [self._context_tokenizer(row.get(column)) for row in inputs]
         prompts = build_teacher_prompts(
             output["prompt_ids"],
