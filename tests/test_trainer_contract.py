@@ -5,6 +5,7 @@ import inspect
 import logging
 
 import pytest
+import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import GRPOTrainer
@@ -103,3 +104,61 @@ def test_rows_with_none_context_do_not_warn(tiny_model_dir, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="trl_sdar.trainer"):
         _batch(trainer)
     assert "plain GRPO" not in caplog.text
+
+
+def test_nonfinite_log_probs_are_counted_and_kept_out_of_the_update_and_metrics(tiny_model_dir, tmp_path):
+    from trl_sdar.losses import aggregate_like_grpo, sdar_per_token_loss
+
+    trainer = _trainer(tiny_model_dir, tmp_path, _dataset(), sdar_coef=1.0)
+    inputs = _batch(trainer)
+    mask = inputs["completion_mask"].bool()
+    rows, cols = mask.nonzero(as_tuple=True)
+    bad = [(int(rows[0]), int(cols[0])), (int(rows[-1]), int(cols[-1]))]
+    teacher = inputs["teacher_per_token_logps"].clone()
+    teacher[bad[0]], teacher[bad[1]] = float("nan"), float("-inf")
+    inputs["teacher_per_token_logps"] = teacher
+    trainer.model.zero_grad()
+    loss = trainer.compute_loss(trainer.model, inputs)
+    loss.backward()
+    assert torch.isfinite(loss)
+    grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    metrics = trainer._metrics["train"]
+    assert metrics["sdar/nonfinite_tokens"][-1] == 2
+    # the metrics and the term are those of the other tokens only
+    ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1)
+    attention = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1)
+    with torch.no_grad():
+        student, _, _ = trainer._get_per_token_logps_and_entropies(
+            trainer.model, ids, attention, inputs["completion_ids"].size(1)
+        )
+    keep = inputs["completion_mask"].clone()
+    for r, c in bad:
+        keep[r, c] = 0
+    clean = torch.where(keep.bool(), teacher, student)
+    per_token, gate, gap = sdar_per_token_loss(student, clean, gate_beta=5.0)
+    keep = keep * inputs["sdar_row_mask"].unsqueeze(1)
+    assert metrics["sdar/distilled_tokens"][-1] == keep.sum().item()
+    assert metrics["sdar/gate_mean"][-1] == pytest.approx(((gate * keep).sum() / keep.sum()).item(), rel=1e-5)
+    assert metrics["sdar/teacher_gap_mean"][-1] == pytest.approx(((gap * keep).sum() / keep.sum()).item(), rel=1e-5)
+    expected = aggregate_like_grpo(per_token * keep, keep, "dapo", num_items_in_batch=inputs["num_items_in_batch"],
+                                   steps_per_generation=trainer.args.steps_per_generation)  # fmt: skip
+    assert metrics["sdar/loss"][-1] == pytest.approx(((per_token * keep).sum() / keep.sum()).item(), rel=1e-5)
+    assert expected.abs().item() > 0
+
+
+def test_rlsd_advantages_ignore_nonfinite_teacher_tokens(tiny_model_dir, tmp_path):
+    trainer = _trainer(tiny_model_dir, tmp_path, _dataset(), distill_loss_type="rlsd", sdar_coef=0.0)
+    trainer.current_gradient_accumulation_steps = 1
+    trainer.model.train()
+    original = trainer._teacher_logps
+
+    def poisoned(inputs, batch_size=None):
+        logps = original(inputs, batch_size=batch_size)
+        logps[:, 0] = float("nan")
+        return logps
+
+    trainer._teacher_logps = poisoned
+    inputs = trainer._generate_and_score_completions([dict(trainer.train_dataset[i // 2]) for i in range(4)])
+    advantages = inputs["advantages"]
+    assert advantages.dim() == 2 and torch.isfinite(advantages).all()

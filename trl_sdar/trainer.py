@@ -23,6 +23,7 @@ from .losses import (
     sdar_per_token_loss,
     skill_sd_per_token_loss,
 )
+from .metrics_log import MetricsJSONLCallback
 from .teacher import ContextTokenizer, Teacher, build_teacher_prompts, prompt_bos_token_id
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,18 @@ class _EMATeacherCallback(TrainerCallback):
         self.teacher.ema_update()
 
 
+def _finite_only(student: torch.Tensor, teacher: torch.Tensor, old: torch.Tensor | None):
+    """Zero every (B, C) log-prob where any of them is NaN/inf, so neither the SDAR loss nor its gradient is NaN;
+    returns the cleaned tensors and the (B, C) bool mask of finite tokens."""
+    finite = torch.isfinite(student) & torch.isfinite(teacher)
+    if old is not None:
+        finite &= torch.isfinite(old)
+        old = torch.where(finite, old, torch.zeros_like(old))
+    student = torch.where(finite, student, torch.zeros_like(student))  # no gradient flows to a dropped token
+    teacher = torch.where(finite, teacher, torch.zeros_like(teacher))
+    return student, teacher, old, finite
+
+
 class SDARTrainer(GRPOTrainer):
     r"""
     Trainer for SDAR (Self-Distilled Agentic Reinforcement Learning): `L = L_GRPO + λ · L_SDAR`, where the same model,
@@ -47,7 +60,8 @@ class SDARTrainer(GRPOTrainer):
 
     Overridden seams (and why):
 
-    * `__init__`: builds the teacher (EMA adapter or frozen copy when asked) and the context tokenizer.
+    * `__init__`: builds the teacher (EMA adapter or frozen copy when asked) and the context tokenizer, and appends
+      every log to `<output_dir>/metrics.jsonl` as it is logged (a killed run keeps its curves).
     * `_generate_and_score_completions`: dataset rows and `rollout_func` extras are only visible here, so this is where
       each row's context becomes teacher prompt ids (context + the student's exact prompt ids) and, by default, where
       the teacher scores the completion, once per generation batch (the paper's rollout-time teacher). The new
@@ -56,6 +70,8 @@ class SDARTrainer(GRPOTrainer):
       forward runs once per micro-batch.
     * `_compute_loss`: adds `λ · L_SDAR`, reduced with the normaliser of the configured GRPO `loss_type`, and logs
       `sdar/*` metrics over trained tokens (environment tokens and padding excluded), gathered across processes.
+      Tokens whose teacher or student log-prob is NaN/inf are left out of the term and its metrics and counted in
+      `sdar/nonfinite_tokens`.
 
     The paper's baselines are config values (`distill_loss_type`, `rl_loss_coef`, `sdar_coef`); RLSD reshapes the
     advantages at rollout time instead of adding a loss.
@@ -104,6 +120,7 @@ class SDARTrainer(GRPOTrainer):
             rollout_func,
             environment_factory,
         )
+        self.add_callback(MetricsJSONLCallback())  # <output_dir>/metrics.jsonl, appended as logged
         self._capture_student_logps = False
         self._student_logps: torch.Tensor | None = None
         self._warned: set[str] = set()
@@ -164,8 +181,9 @@ class SDARTrainer(GRPOTrainer):
                 student, _, _ = self._get_per_token_logps_and_entropies(
                     self.model, ids, attention, output["completion_ids"].size(1), batch_size=batch_size
                 )
-        lam = rlsd_lambda(self.state.global_step) * output["sdar_row_mask"].unsqueeze(1)  # (B, 1)
-        reshaped = rlsd_advantages(output["advantages"], output["teacher_per_token_logps"], student, lam=1.0)
+        student, teacher, _, finite = _finite_only(student, output["teacher_per_token_logps"], None)
+        lam = rlsd_lambda(self.state.global_step) * output["sdar_row_mask"].unsqueeze(1) * finite  # (B, C)
+        reshaped = rlsd_advantages(output["advantages"], teacher, student, lam=1.0)
         plain = output["advantages"].unsqueeze(1)
         output["advantages"] = (1 - lam) * plain + lam * reshaped
 
@@ -238,13 +256,16 @@ class SDARTrainer(GRPOTrainer):
             mask = mask * inputs["tool_mask"]  # environment / tool tokens are never trained nor distilled
         row_mask = inputs["sdar_row_mask"].unsqueeze(1)  # (B, 1): rows without a teacher contribute zero
         kind = self.args.distill_loss_type
+        old = inputs.get("old_per_token_logps", student_logps.detach()) if kind == "skill_sd" else None
+        student_logps, teacher_logps, old, finite = _finite_only(student_logps, teacher_logps, old)
+        nonfinite = (~finite & (mask * row_mask).bool()).sum()  # trained tokens dropped for NaN/inf log-probs
+        mask = mask * finite  # (B, C): out of the SDAR term, its normaliser and its metrics
         if kind == "sdar":
             beta = self.args.sdar_gate_beta
             per_token, gate, gap = sdar_per_token_loss(student_logps, teacher_logps, gate_beta=beta)
         elif kind == "naive":
             per_token, gate, gap = naive_opsd_per_token_loss(student_logps, teacher_logps)
         elif kind == "skill_sd":
-            old = inputs.get("old_per_token_logps", student_logps.detach())
             per_token, gate, gap = skill_sd_per_token_loss(student_logps, teacher_logps, old)
         else:  # rlsd: the teacher already acted through the advantages; log its gap, add nothing
             per_token = torch.zeros_like(student_logps)
@@ -261,10 +282,10 @@ class SDARTrainer(GRPOTrainer):
             max_completion_length=self.max_completion_length,
             training=mode == "train",
         )
-        self._log_gate_metrics(mode, per_token, gate, gap, mask * row_mask)
+        self._log_gate_metrics(mode, per_token, gate, gap, mask * row_mask, nonfinite)
         return loss + self.args.sdar_coef * sdar_loss
 
-    def _log_gate_metrics(self, mode: str, per_token, gate, gap, mask) -> None:
+    def _log_gate_metrics(self, mode: str, per_token, gate, gap, mask, nonfinite: torch.Tensor) -> None:
         mask = mask.to(gate.dtype)
         local = torch.stack(
             [
@@ -273,9 +294,17 @@ class SDARTrainer(GRPOTrainer):
                 (gap * mask).sum(),
                 (per_token.detach() * mask).sum(),
                 mask.sum(),
+                nonfinite.to(gate.dtype),
             ]
         )
-        gate_sum, active, gap_sum, loss_sum, count = self.accelerator.reduce(local, reduction="sum").tolist()
+        gate_sum, active, gap_sum, loss_sum, count, bad = self.accelerator.reduce(local, reduction="sum").tolist()
+        self._metrics[mode]["sdar/nonfinite_tokens"].append(bad)
+        if bad and "nonfinite" not in self._warned:
+            self._warned.add("nonfinite")
+            logger.warning(
+                f"{int(bad)} trained token(s) have NaN/inf teacher or student log-probs; they are left out of the "
+                "SDAR term and its metrics (counted in sdar/nonfinite_tokens). Check the teacher's dtype and weights."
+            )
         if count == 0:
             return  # no distilled token in this micro-batch anywhere: nothing to average
         self._metrics[mode]["sdar/gate_mean"].append(gate_sum / count)
