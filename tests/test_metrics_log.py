@@ -20,8 +20,9 @@ def test_every_log_is_appended_as_it_is_logged(tiny_model_dir, tmp_path):
     args = SDARConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none", save_strategy="no",
                       num_generations=2, per_device_train_batch_size=2, max_completion_length=6, max_steps=3,
                       gradient_checkpointing=False, logging_steps=1, seed=3)  # fmt: skip
-    trainer = SDARTrainer(AutoModelForCausalLM.from_pretrained(tiny_model_dir), length_reward, args,
-                          Dataset.from_list(rows), processing_class=AutoTokenizer.from_pretrained(tiny_model_dir))  # fmt: skip
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    trainer = SDARTrainer(model, length_reward, args, Dataset.from_list(rows), processing_class=tokenizer)
     seen = []
 
     class Spy:  # reads the file at each log: the line must be on disk before training goes on
