@@ -68,6 +68,8 @@ class SDARTrainer(GRPOTrainer):
       batch-first tensors are shuffled and split with their rows by TRL.
     * `_get_per_token_logps_and_entropies`: keeps the student log-probs GRPO computes in the loss step, so the student
       forward runs once per micro-batch.
+    * `_save_optimizer_and_scheduler` / `_load_optimizer_and_scheduler`: the EMA teacher's weights go into each
+      checkpoint with the optimizer state and come back on resume (every backend resumes through these two).
     * `_compute_loss`: adds `λ · L_SDAR`, reduced with the normaliser of the configured GRPO `loss_type`, and logs
       `sdar/*` metrics over trained tokens (environment tokens and padding excluded), gathered across processes.
       Tokens whose teacher or student log-prob is NaN/inf are left out of the term and its metrics and counted in
@@ -126,13 +128,26 @@ class SDARTrainer(GRPOTrainer):
         self._warned: set[str] = set()
         self.teacher: Teacher | None = None
         if args.sdar_coef > 0 or args.distill_loss_type == "rlsd":
-            self.teacher = Teacher(self.accelerator.unwrap_model(self.model), args)
+            self.teacher = Teacher(self.accelerator.unwrap_model(self.model), args, accelerator=self.accelerator)
             if args.teacher_model_kind == "ema":
                 self.add_callback(_EMATeacherCallback(self.teacher))
             self._bos_token_id = prompt_bos_token_id(self._tokenizer)
             self._context_tokenizer = ContextTokenizer(
                 self._tokenizer, placement=args.teacher_context_placement, header=args.teacher_context_header
             )
+
+    # ------------------------------------------------------------------------------------------------ checkpoints
+    def _save_optimizer_and_scheduler(self, output_dir):
+        super()._save_optimizer_and_scheduler(output_dir)
+        if self.teacher is not None:  # the EMA teacher is training state, like the optimizer's moments
+            self.teacher.save(output_dir, is_main_process=self.args.should_save)
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if self.teacher is not None and checkpoint is not None and not self.teacher.load(checkpoint):
+            if self.args.teacher_model_kind == "ema":
+                logger.warning(f"{checkpoint} has no EMA teacher weights: the EMA teacher restarts from the policy.")
+                self.teacher.restart_from_policy()
 
     # ----------------------------------------------------------------------------------------------- rollout time
     def _generate_and_score_completions(self, inputs):
