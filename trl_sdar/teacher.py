@@ -225,6 +225,7 @@ class Teacher:
         `…lora_A.default.weight` ↔ `…lora_A.teacher.weight`, `…lora_embedding_A.default` ↔ `…lora_embedding_A.teacher`.
         """
         active = self.model.active_adapter
+        sharding.reshard(self.model)
         params = dict(self.model.named_parameters())
         pairs = []
         for name, param in params.items():
@@ -236,6 +237,8 @@ class Teacher:
 
     def _copy_pairs(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(student, teacher) pairs of the policy and its frozen copy, matched by parameter name."""
+        sharding.reshard(self.model)
+        sharding.reshard(self.copy)
         teacher = dict(sharding.unwrapped(self.copy).named_parameters())
         student = dict(self.model.named_parameters())
         if teacher.keys() != student.keys():
@@ -244,7 +247,9 @@ class Teacher:
         return [(student[name], teacher[name]) for name in student]
 
     def _ema_named(self) -> list[tuple[str, torch.Tensor]]:
-        """The EMA teacher's own parameters by name (what a checkpoint stores)."""
+        """The EMA teacher's own parameters by name (what a checkpoint stores), FSDP2 shards re-registered."""
+        sharding.reshard(self.model)
+        sharding.reshard(self.copy)
         if self.copy is not None:
             return list(sharding.unwrapped(self.copy).named_parameters())
         return [(n, p) for n, p in self.model.named_parameters() if EMA_ADAPTER in n.split(".")]

@@ -55,8 +55,10 @@ def gathered(params: Sequence[torch.Tensor], *, modify: bool) -> Iterator[None]:
         yield
 
 
-def chunks(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], max_numel: int = GATHER_CHUNK_NUMEL):
-    """Consecutive runs of `pairs` whose gathered size stays under `max_numel` (a single larger pair goes alone)."""
+def chunks(pairs: Sequence[tuple[torch.Tensor, object]], max_numel: int | None = None):
+    """Consecutive runs of `pairs` whose first tensors stay under `max_numel` elements in all (default
+    `GATHER_CHUNK_NUMEL`; a single larger one goes alone)."""
+    max_numel = max_numel or GATHER_CHUNK_NUMEL
     chunk, size = [], 0
     for pair in pairs:
         numel = getattr(pair[0], "ds_numel", pair[0].numel())
@@ -67,6 +69,21 @@ def chunks(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], max_numel: int = 
         size += numel
     if chunk:
         yield chunk
+
+
+def reshard(module: nn.Module | None) -> None:
+    """Put FSDP2 parameters back into their sharded DTensors. A forward without backward (the teacher's, or any root
+    group with `reshard_after_forward=False`) leaves full tensors registered, and writes into those are lost at the
+    next reshard."""
+    if module is None:
+        return
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # torch without FSDP2
+        return
+    for sub in module.modules():
+        if isinstance(sub, FSDPModule):
+            sub.reshard()
 
 
 def _local(t: torch.Tensor) -> torch.Tensor:
