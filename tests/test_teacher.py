@@ -285,3 +285,19 @@ def test_old_peft_without_inference_mode_fails_with_the_fix(peft_model, monkeypa
     monkeypatch.setattr(type(peft_model), "set_adapter", old_set_adapter)
     with pytest.raises(ImportError, match=r"peft>=0\.19\.0"):
         check_peft_version(peft_model)
+
+
+def test_non_peft_base_teacher_reuses_trls_reference_model(tiny_model_dir, tmp_path):
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trl_sdar import SDARConfig, SDARTrainer
+
+    rows = [{"prompt": [{"role": "user", "content": "go"}], "privileged_context": "rinse"}] * 2
+    args = SDARConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none", num_generations=2,
+                      per_device_train_batch_size=2, max_completion_length=4, gradient_checkpointing=False,
+                      teacher_model_kind="base", beta=0.04)  # fmt: skip
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    trainer = SDARTrainer(model, lambda completions, **k: [0.0] * 2, args, Dataset.from_list(rows), tokenizer)
+    assert trainer.ref_model is not None and trainer.teacher.copy is trainer.ref_model  # no third model in memory

@@ -191,12 +191,13 @@ class Teacher:
     With PEFT one base model serves student, teacher and reference: `live` = the trained adapter, `base` = adapters
     disabled (or TRL's "ref" adapter when re-training an existing adapter), `ema` = a frozen adapter named
     `"teacher"` updated by EMA. Without PEFT, `base` and `ema` keep a frozen copy of the model (one more model in
-    memory), prepared for ZeRO/FSDP2 like TRL's reference model (`teacher_sharding`). Every pass restores the active
+    memory), prepared for ZeRO/FSDP2 like TRL's reference model (`teacher_sharding`); `base` reuses TRL's
+    reference model when there is one (`beta > 0`, no `sync_ref_model`). Every pass restores the active
     adapter, `requires_grad` flags and train/eval mode. The EMA weights are saved with each checkpoint and restored
     on resume (`save` / `load`).
     """
 
-    def __init__(self, model: nn.Module, args: SDARConfig, accelerator=None):
+    def __init__(self, model: nn.Module, args: SDARConfig, accelerator=None, ref_model: nn.Module | None = None):
         self.model = model  # unwrapped policy (PeftModel or PreTrainedModel)
         self.kind = args.teacher_model_kind
         self.rate = args.teacher_update_rate
@@ -207,6 +208,8 @@ class Teacher:
             check_peft_version(model)
         if self.kind == "ema" and self.peft:
             self._add_ema_adapter()
+        elif self.kind == "base" and not self.peft and ref_model is not None and not args.sync_ref_model:
+            self.copy, self._copy_placed = ref_model, True  # TRL's prepared reference model is the initial policy
         elif self.kind in ("base", "ema") and not self.peft:
             self.copy, self._copy_placed = sharding.frozen_copy(model, args, accelerator)
 
@@ -295,7 +298,7 @@ class Teacher:
         """Write the EMA teacher's full weights to `<checkpoint_dir>/teacher_ema.safetensors` (collective)."""
         if self.kind != "ema":
             return  # `live` is the policy, `base` its initial weights: nothing of their own to save
-        state = sharding.full_state(self._ema_named())
+        state = sharding.full_state(self._ema_named(), keep=is_main_process)
         if is_main_process:
             from safetensors.torch import save_file
 

@@ -112,14 +112,16 @@ def _update_pairs(pairs, update) -> None:
                 update(_local(teacher), _local(student))
 
 
-def full_state(named: Sequence[tuple[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Full CPU tensors of named parameters (collective under ZeRO-3 and FSDP2: every rank must call it)."""
+def full_state(named: Sequence[tuple[str, torch.Tensor]], *, keep: bool = True) -> dict[str, torch.Tensor]:
+    """Full CPU tensors of named parameters (collective under ZeRO-3 and FSDP2: every rank must call it); ranks with
+    `keep=False` take part in the gathers and return an empty dict."""
     state = {}
     for chunk in chunks([(p, name) for name, p in named]):
         with gathered([p for p, _ in chunk], modify=False):
             for param, name in chunk:
                 full = param.full_tensor() if hasattr(param, "full_tensor") else param
-                state[name] = full.detach().to("cpu", copy=True).contiguous()
+                if keep:
+                    state[name] = full.detach().to("cpu", copy=True).contiguous()
     return state
 
 

@@ -128,7 +128,9 @@ class SDARTrainer(GRPOTrainer):
         self._warned: set[str] = set()
         self.teacher: Teacher | None = None
         if args.sdar_coef > 0 or args.distill_loss_type == "rlsd":
-            self.teacher = Teacher(self.accelerator.unwrap_model(self.model), args, accelerator=self.accelerator)
+            self.teacher = Teacher(
+                self.accelerator.unwrap_model(self.model), args, accelerator=self.accelerator, ref_model=self.ref_model
+            )
             if args.teacher_model_kind == "ema":
                 self.add_callback(_EMATeacherCallback(self.teacher))
             self._bos_token_id = prompt_bos_token_id(self._tokenizer)
@@ -145,7 +147,8 @@ class SDARTrainer(GRPOTrainer):
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
         if self.teacher is not None and checkpoint is not None and not self.teacher.load(checkpoint):
-            if self.args.teacher_model_kind == "ema":
+            if self.teacher.copy is not None and self.args.teacher_model_kind == "ema":  # (an EMA adapter comes back
+                # with the checkpoint's adapter folders)
                 logger.warning(f"{checkpoint} has no EMA teacher weights: the EMA teacher restarts from the policy.")
                 self.teacher.restart_from_policy()
 
