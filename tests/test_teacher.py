@@ -299,5 +299,6 @@ def test_non_peft_base_teacher_reuses_trls_reference_model(tiny_model_dir, tmp_p
                       teacher_model_kind="base", beta=0.04)  # fmt: skip
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    trainer = SDARTrainer(model, lambda completions, **k: [0.0] * 2, args, Dataset.from_list(rows), tokenizer)
+    reward = lambda completions, **k: [0.0] * 2  # noqa: E731
+    trainer = SDARTrainer(model, reward, args, Dataset.from_list(rows), processing_class=tokenizer)
     assert trainer.ref_model is not None and trainer.teacher.copy is trainer.ref_model  # no third model in memory
