@@ -55,20 +55,26 @@ def _steps(trainer) -> dict[int, dict]:
     return {h["step"]: {k: h[k] for k in COMPARED if k in h} for h in trainer.state.log_history if "loss" in h}
 
 
-@pytest.mark.parametrize("peft", [False, True], ids=["full-copy-ema", "lora-adapter-ema"])
-def test_interrupted_and_resumed_run_equals_the_uninterrupted_run(tiny_model_dir, tmp_path, peft):
-    whole = _trainer(tiny_model_dir, tmp_path / "whole", peft)
+@pytest.mark.parametrize(
+    "peft, overrides",
+    [(False, {}), (True, {}), (False, {"steps_per_generation": 4})],
+    ids=["full-copy-ema", "lora-adapter-ema", "inside-a-generation-window"],
+)
+def test_interrupted_and_resumed_run_equals_the_uninterrupted_run(tiny_model_dir, tmp_path, peft, overrides):
+    # steps_per_generation=4: one generation serves steps 1-4, the checkpoint at step 2 falls inside it; before
+    # the rollout buffer was saved, the resumed run generated new rollouts at step 3 (different loss and reward).
+    whole = _trainer(tiny_model_dir, tmp_path / "whole", peft, **overrides)
     whole.train()
     expected_weights, expected_steps = _weights(whole), _steps(whole)
 
-    cut = _trainer(tiny_model_dir, tmp_path / "cut", peft)
+    cut = _trainer(tiny_model_dir, tmp_path / "cut", peft, **overrides)
     cut.add_callback(_StopAt(STOP))
     cut.train()
     checkpoint = tmp_path / "cut" / f"checkpoint-{STOP}"
     assert cut.state.global_step == STOP and (checkpoint / TEACHER_EMA_FILE).is_file()
     interrupted = _weights(cut)
 
-    resumed = _trainer(tiny_model_dir, tmp_path / "cut", peft)
+    resumed = _trainer(tiny_model_dir, tmp_path / "cut", peft, **overrides)
     resumed.train(resume_from_checkpoint=str(checkpoint))
     got_weights, got_steps = _weights(resumed), _steps(resumed)
 

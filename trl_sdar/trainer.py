@@ -14,6 +14,7 @@ from trl import GRPOConfig, GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import get_config_model_id
 
+from .checkpoint import load_training_state, save_training_state
 from .config import SDARConfig
 from .losses import (
     aggregate_like_grpo,
@@ -68,8 +69,9 @@ class SDARTrainer(GRPOTrainer):
       batch-first tensors are shuffled and split with their rows by TRL.
     * `_get_per_token_logps_and_entropies`: keeps the student log-probs GRPO computes in the loss step, so the student
       forward runs once per micro-batch.
-    * `_save_optimizer_and_scheduler` / `_load_optimizer_and_scheduler`: the EMA teacher's weights go into each
-      checkpoint with the optimizer state and come back on resume (every backend resumes through these two).
+    * `_save_optimizer_and_scheduler` / `_load_optimizer_and_scheduler`: the EMA teacher's weights and TRL's buffered
+      rollouts go into each checkpoint with the optimizer state and come back on resume (every backend resumes
+      through these two), so a resumed run continues exactly (`checkpoint.py`).
     * `_compute_loss`: adds `λ · L_SDAR`, reduced with the normaliser of the configured GRPO `loss_type`, and logs
       `sdar/*` metrics over trained tokens (environment tokens and padding excluded), gathered across processes.
       Tokens whose teacher or student log-prob is NaN/inf are left out of the term and its metrics and counted in
@@ -141,16 +143,12 @@ class SDARTrainer(GRPOTrainer):
     # ------------------------------------------------------------------------------------------------ checkpoints
     def _save_optimizer_and_scheduler(self, output_dir):
         super()._save_optimizer_and_scheduler(output_dir)
-        if self.teacher is not None:  # the EMA teacher is training state, like the optimizer's moments
-            self.teacher.save(output_dir, is_main_process=self.args.should_save)
+        save_training_state(self, output_dir)  # the EMA teacher and buffered rollouts, like the optimizer state
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
-        if self.teacher is not None and checkpoint is not None and not self.teacher.load(checkpoint):
-            if self.teacher.copy is not None and self.args.teacher_model_kind == "ema":  # (an EMA adapter comes back
-                # with the checkpoint's adapter folders)
-                logger.warning(f"{checkpoint} has no EMA teacher weights: the EMA teacher restarts from the policy.")
-                self.teacher.restart_from_policy()
+        if checkpoint is not None:
+            load_training_state(self, checkpoint)
 
     # ----------------------------------------------------------------------------------------------- rollout time
     def _generate_and_score_completions(self, inputs):
