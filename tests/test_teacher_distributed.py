@@ -220,3 +220,15 @@ def test_base_teacher_trains_under_sharding_on_gpu(tmp_path, accelerate_config):
     steps = [h for h in json.loads((out / "log_history.json").read_text()) if "loss" in h]
     assert len(steps) == 2 and all(abs(h["sdar/teacher_gap_mean"]) < 50 for h in steps)
     assert all(h["sdar/nonfinite_tokens"] == 0 for h in steps)
+
+
+def test_lora_ema_under_fsdp1_is_refused_with_the_fix(tiny_model_dir):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj"]))
+    fsdp1 = SimpleNamespace(distributed_type="DistributedType.FSDP", state=SimpleNamespace(
+        fsdp_plugin=SimpleNamespace(fsdp_version=1)))  # fmt: skip
+    with pytest.raises(ValueError, match="fsdp_version: 2"):
+        Teacher(model, _args(), accelerator=fsdp1)

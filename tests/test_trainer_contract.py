@@ -57,6 +57,7 @@ def test_positional_arguments_mean_what_they_mean_for_grpo(tiny_model_dir, tmp_p
     [
         ({"sdar_coef": 0.0, "rl_loss_coef": 0.5}, "rl_loss_coef=0.5 has no effect with sdar_coef=0.0"),
         ({"distill_loss_type": "rlsd", "rl_loss_coef": 0.0}, "trains on a zero loss"),
+        ({"distill_loss_type": "naive", "sdar_coef": 0.0}, "distill_loss_type='naive' has no effect"),
     ],
 )
 def test_combinations_that_silently_mean_something_else_are_rejected(values, message):

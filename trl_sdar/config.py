@@ -133,6 +133,11 @@ class SDARConfig(GRPOConfig):
                 f"SDARConfig.rl_loss_coef={self.rl_loss_coef!r} has no effect with sdar_coef=0.0 (plain GRPO, loss "
                 "unscaled); leave rl_loss_coef at 1.0, or set sdar_coef > 0 to weight GRPO against distillation."
             )
+        if self.sdar_coef == 0.0 and self.distill_loss_type in ("naive", "skill_sd"):
+            raise ValueError(
+                f"SDARConfig.distill_loss_type={self.distill_loss_type!r} has no effect with sdar_coef=0.0 (no "
+                "teacher term: plain GRPO); set sdar_coef > 0 (the paper's baselines use 0.01; Skill-SD 0.001)."
+            )
         if self.distill_loss_type == "rlsd" and self.rl_loss_coef == 0.0:
             raise ValueError(
                 "SDARConfig.rl_loss_coef=0.0 with distill_loss_type='rlsd' trains on a zero loss: RLSD adds no loss "

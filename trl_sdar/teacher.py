@@ -207,6 +207,11 @@ class Teacher:
         if self.peft:
             check_peft_version(model)
         if self.kind == "ema" and self.peft:
+            if sharding.sharding_of(accelerator) == "fsdp1":
+                raise ValueError(
+                    "teacher_model_kind='ema' needs FSDP2 (fsdp_version: 2): FSDP1 flattens the student and teacher "
+                    "adapters into shards that cannot be averaged pairwise."
+                )
             self._add_ema_adapter()
         elif self.kind == "base" and not self.peft and ref_model is not None and not args.sync_ref_model:
             self.copy, self._copy_placed = ref_model, True  # TRL's prepared reference model is the initial policy
