@@ -159,7 +159,7 @@ class SDARTrainer(GRPOTrainer):
             raise ValueError("SDARTrainer does not support vision inputs for the teacher; set sdar_coef=0.")
         # TRL merged every rollout_func extra field into `inputs`, so dataset columns and extras are read alike.
         column = self.args.teacher_context_column
-        if "no_column" not in self._warned and not any(column in row for row in inputs):
+        if inputs and "no_column" not in self._warned and not any(column in row for row in inputs):
             self._warned.add("no_column")
             logger.warning(
                 f"No row of this batch has the column {column!r} (SDARConfig.teacher_context_column), so nothing is "
