@@ -104,7 +104,8 @@ def copy_pairs_(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> None:
 
 def _update_pairs(pairs, update) -> None:
     for chunk in chunks(pairs):
-        with gathered([t for pair in chunk for t in pair], modify=True):
+        # ZeRO-3: students are only read (not partitioned back), teachers are written (rank 0's kept)
+        with gathered([s for s, _ in chunk], modify=False), gathered([t for _, t in chunk], modify=True):
             for student, teacher in chunk:
                 if hasattr(teacher, "placements") and hasattr(student, "placements"):
                     if teacher.placements != student.placements:
