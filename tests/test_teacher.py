@@ -302,3 +302,24 @@ def test_non_peft_base_teacher_reuses_trls_reference_model(tiny_model_dir, tmp_p
     reward = lambda completions, **k: [0.0] * 2  # noqa: E731
     trainer = SDARTrainer(model, reward, args, Dataset.from_list(rows), processing_class=tokenizer)
     assert trainer.ref_model is not None and trainer.teacher.copy is trainer.ref_model  # no third model in memory
+
+
+def test_ema_copy_save_load_and_restart_from_policy(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from trl_sdar.teacher import TEACHER_EMA_FILE
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    teacher = Teacher(model, _args("ema"))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    teacher.ema_update()
+    saved = {n: p.detach().clone() for n, p in teacher._ema_named()}
+    teacher.save(str(tmp_path), is_main_process=True)
+    assert (tmp_path / TEACHER_EMA_FILE).is_file()
+    teacher.restart_from_policy()  # an old checkpoint without EMA weights: start again from the resumed policy
+    assert all(torch.equal(t, s) for s, t in teacher._copy_pairs())
+    assert teacher.load(str(tmp_path)) and all(torch.equal(p, saved[n]) for n, p in teacher._ema_named())
+    assert not teacher.load(str(tmp_path / "elsewhere"))  # no file: nothing loaded, nothing changed
+    assert not Teacher(model, _args("base")).load(str(tmp_path))  # only the EMA teacher has weights of its own
