@@ -55,14 +55,58 @@ def test_environment_exception_is_counted_not_raised():
     assert "engine crashed" in report["episodes"][0]["error"]
 
 
-def test_bad_arguments_fail_clearly(capsys):
-    with pytest.raises(SystemExit):
-        main(["eval", "--env", "nope", "--policy", "expert"])
-    assert "invalid choice: 'nope'" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match="--num-tasks must be >= 1"):
-        main(["eval", "--env", "webshop", "--policy", "expert", "--num-tasks", "0"])
+def _error(argv) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    message = str(exit_info.value)
+    assert "\n" not in message and message.startswith("trl-sdar"), message  # one line, no traceback
+    return message
+
+
+def test_bad_arguments_fail_clearly():
+    assert "invalid choice: 'nope'" in _error(["eval", "--env", "nope", "--policy", "expert"])
+    message = _error(["eval", "--env", "webshop", "--policy", "expert", "--num-tasks", "0"])
+    assert "--num-tasks: 0 is not valid" in message
     with pytest.raises(ValueError, match="Unknown policy"):
         evaluate_policy(lambda: None, [0], "greedy")
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (["--task-start", "-5"], "--task-start: -5 is not valid; expected an integer >= 0"),
+        (["--task-start", "x"], "--task-start: 'x' is not an integer"),
+        (["--max-turns", "0"], "--max-turns: 0 is not valid"),
+        (["--workers", "0"], "--workers: 0 is not valid"),
+        (["--batch-size", "-1"], "--batch-size: -1 is not valid"),
+        (["--max-turn-tokens", "0"], "--max-turn-tokens: 0 is not valid"),
+        (["--temperature", "0"], "--temperature: 0.0 is not valid; expected a number > 0"),
+        (["--seeds", "0,a"], "--seeds: '0,a' is not valid; expected comma-separated integers"),
+        (["--seeds", "1,1"], "repeats a seed"),
+        (["--env-source", "nope"], "invalid choice: 'nope'"),
+        ([], "give --env or --manifest"),
+    ],
+)
+def test_every_eval_input_error_is_one_line(extra, expected):
+    base = ["eval", "--policy", "random"] + ([] if extra == [] else ["--env", "search_qa", "--num-tasks", "2"])
+    assert expected in _error(base + extra)
+
+
+def test_bad_manifests_and_models_are_one_line(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    assert "is not valid JSON" in _error(["eval", "--policy", "random", "--manifest", str(bad)])
+    bad.write_text('{"env_name": "search_qa", "task_ids": [-1]}')
+    assert "non-empty list of integers >= 0" in _error(["eval", "--policy", "random", "--manifest", str(bad)])
+    bad.write_text('{"env_name": "doom", "task_ids": [1]}')
+    assert "env_name='doom'" in _error(["eval", "--policy", "random", "--manifest", str(bad)])
+    message = _error(["eval", "--model", str(tmp_path / "no_model"), "--env", "search_qa", "--num-tasks", "1"])
+    assert "does not exist" in message
+
+
+def test_plot_input_errors_are_one_line(tmp_path):
+    assert "--smooth: 1.5 is not valid; expected 0 <= smooth < 1" in _error(["plot", str(tmp_path), "--smooth", "1.5"])
+    assert "Run directory not found" in _error(["plot", str(tmp_path / "missing")])
 
 
 def test_eval_model_reports_avg_over_seeds_deterministically(tiny_model_dir, tmp_path):

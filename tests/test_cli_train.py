@@ -65,6 +65,14 @@ def test_unknown_yaml_key_and_bad_yaml(tmp_path):
         (["--env_name", "minecraft"], "env_name='minecraft' is not valid"),
         (["--bf16", "true"], "bf16/fp16 need a GPU"),
         (["--env_name", "alfworld", "--env_source", "real", "--env_data_dir", "/no/alfworld"], "alfworld-download"),
+        (["--seed", "1.5"], "argument --seed: invalid int value: '1.5'"),
+        (["--sdar_coef", "abc"], "invalid float value: 'abc'"),
+        (["--use_peft", "maybe"], "Truthy value expected"),
+        (["--max_turns", "0"], "max_turns=0 is not valid; expected an integer >= 1"),
+        (["--train_task_start", "-5"], "train_task_start=-5 is not valid"),
+        (["--env_step_timeout", "0"], "env_step_timeout=0.0 is not valid"),
+        (["--sdar_coef", "0", "--rl_loss_coef", "0.5"], "rl_loss_coef=0.5 has no effect with sdar_coef=0.0"),
+        (["--resume_from_checkpoint", "/no/ckpt"], "/no/ckpt"),
     ],
 )
 def test_user_errors_are_one_clear_line(override, expected, tmp_path, monkeypatch):

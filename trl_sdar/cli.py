@@ -11,6 +11,59 @@ from pathlib import Path
 from .envs import ENV_CLASSES
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad value as one line (`trl-sdar eval: error: …`), without the usage block."""
+
+    def error(self, message: str):
+        raise SystemExit(f"{self.prog}: error: {message}")
+
+
+def _int_at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is not valid; expected an integer >= {low}")
+        return value
+
+    return parse
+
+
+_POSITIVE, _NON_NEGATIVE = _int_at_least(1), _int_at_least(0)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{value} is not valid; expected a number > 0")
+    return value
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not valid; expected comma-separated integers") from None
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"{text!r} repeats a seed; expected distinct integers")
+    return seeds
+
+
+def _smoothing(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"{value} is not valid; expected 0 <= smooth < 1")
+    return value
+
+
 def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a model checkpoint or a scripted policy over a pinned task list")
     who = p.add_mutually_exclusive_group(required=True)
@@ -20,20 +73,20 @@ def _add_eval(sub) -> None:
     p.add_argument(
         "--manifest", help="pinned task list: a JSON file or a shipped name (e.g. alfworld_builtin_eval128)"
     )
-    p.add_argument("--num-tasks", type=int, default=20, help="without a manifest: task ids start..start+N-1")
-    p.add_argument("--task-start", type=int, default=0, help="without a manifest: first task id (default 0)")
+    p.add_argument("--num-tasks", type=_POSITIVE, default=20, help="without a manifest: task ids start..start+N-1")
+    p.add_argument("--task-start", type=_NON_NEGATIVE, default=0, help="without a manifest: first task id (default 0)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random policy (default 0)")
-    p.add_argument("--seeds", default="0", help="model: comma-separated sampling seeds, averaged (avg@k)")
-    p.add_argument("--temperature", type=float, default=0.4, help="model sampling temperature (paper: 0.4)")
-    p.add_argument("--max-turns", type=int, default=None, help="turn limit (default: the benchmark's)")
-    p.add_argument("--max-turn-tokens", type=int, default=512, help="model: new tokens per turn")
-    p.add_argument("--max-episode-tokens", type=int, default=8192, help="model: token budget of an episode")
-    p.add_argument("--batch-size", type=int, default=16, help="model: episodes generated together")
+    p.add_argument("--seeds", type=_seed_list, default=[0], help="model: comma-separated sampling seeds (avg@k)")
+    p.add_argument("--temperature", type=_positive_float, default=0.4, help="model sampling temperature (paper: 0.4)")
+    p.add_argument("--max-turns", type=_POSITIVE, default=None, help="turn limit (default: the benchmark's)")
+    p.add_argument("--max-turn-tokens", type=_POSITIVE, default=512, help="model: new tokens per turn")
+    p.add_argument("--max-episode-tokens", type=_POSITIVE, default=8192, help="model: token budget of an episode")
+    p.add_argument("--batch-size", type=_POSITIVE, default=16, help="model: episodes generated together")
     p.add_argument("--student-skills", action="store_true", help="Skill-GRPO models: show skills in the prompt")
     p.add_argument("--env-source", choices=["builtin", "real"], default="builtin")
     p.add_argument("--env-data-dir", default=None, help="real benchmark data (see README)")
     p.add_argument("--env-difficulty", choices=["easy", "default"], default="default", help="built-in ALFWorld")
-    p.add_argument("--workers", type=int, default=4, help="scripted policy: concurrent episodes")
+    p.add_argument("--workers", type=_POSITIVE, default=4, help="scripted policy: concurrent episodes")
     p.add_argument("--output", type=Path, default=None, help="write the JSON report here")
     p.set_defaults(func=run_eval)
 
@@ -45,11 +98,19 @@ def load_manifest(name_or_path: str) -> dict:
         path = Path(__file__).parent / "manifests" / f"{name_or_path}.json"
     if not path.exists():
         shipped = sorted(p.stem for p in (Path(__file__).parent / "manifests").glob("*.json"))
-        raise SystemExit(f"error: --manifest {name_or_path!r} is neither a file nor one of {shipped}")
-    manifest = json.loads(path.read_text())
+        raise ValueError(f"--manifest {name_or_path!r} is neither a file nor one of {shipped}")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"manifest {path} is not valid JSON ({error})") from None
+    if not isinstance(manifest, dict):
+        raise ValueError(f"manifest {path} must be a JSON object with 'env_name' and 'task_ids'")
     missing = {"env_name", "task_ids"} - manifest.keys()
     if missing:
-        raise SystemExit(f"error: manifest {path} lacks {sorted(missing)}")
+        raise ValueError(f"manifest {path} lacks {sorted(missing)}")
+    ids = manifest["task_ids"]
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, int) and i >= 0 for i in ids):
+        raise ValueError(f"manifest {path}: 'task_ids' must be a non-empty list of integers >= 0")
     return manifest
 
 
@@ -60,11 +121,11 @@ def _eval_setup(args: argparse.Namespace):
     manifest = load_manifest(args.manifest) if args.manifest else None
     env_name = manifest["env_name"] if manifest else args.env
     if env_name is None:
-        raise SystemExit("error: give --env or --manifest")
+        raise ValueError("give --env or --manifest")
+    if manifest and manifest["env_name"] not in ENV_CLASSES:
+        raise ValueError(f"manifest env_name={manifest['env_name']!r} is not one of {sorted(ENV_CLASSES)}")
     if manifest:
         task_ids = list(manifest["task_ids"])
-    elif args.num_tasks < 1:
-        raise SystemExit(f"error: --num-tasks must be >= 1, got {args.num_tasks}")
     else:
         task_ids = list(range(args.task_start, args.task_start + args.num_tasks))
     kwargs = env_kwargs(env_name, source=args.env_source, data_dir=args.env_data_dir, difficulty=args.env_difficulty,
@@ -74,6 +135,15 @@ def _eval_setup(args: argparse.Namespace):
 
 
 def run_eval(args: argparse.Namespace) -> dict:
+    from .train import RecipeError
+
+    try:
+        return _run_eval(args)
+    except (RecipeError, ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"trl-sdar eval: error: {' '.join(str(error).split())}") from error
+
+
+def _run_eval(args: argparse.Namespace) -> dict:
     from .evaluation import evaluate_model, evaluate_policy, load_policy, summarize
 
     env_name, task_ids, factory = _eval_setup(args)
@@ -91,7 +161,7 @@ def run_eval(args: argparse.Namespace) -> dict:
             from .skills import SkillSelector
 
             skills = SkillSelector.builtin(env_name)
-        seeds = [int(s) for s in args.seeds.split(",")]
+        seeds = args.seeds
         summary = evaluate_model(
             model, tokenizer, factory, task_ids, seeds=seeds, temperature=args.temperature, max_turns=args.max_turns,
             max_turn_tokens=args.max_turn_tokens, max_episode_tokens=args.max_episode_tokens,
@@ -121,7 +191,7 @@ def _add_plot(sub) -> None:
     p.add_argument("run_dirs", nargs="+", type=Path, help="training output_dir(s)")
     p.add_argument("--labels", default=None, help="comma-separated legend labels (default: folder names)")
     p.add_argument("--output-dir", type=Path, default=None, help="default: <first run>/plots")
-    p.add_argument("--smooth", type=float, default=0.0, help="EMA smoothing in [0, 1) (default 0: raw)")
+    p.add_argument("--smooth", type=_smoothing, default=0.0, help="EMA smoothing in [0, 1) (default 0: raw)")
     p.set_defaults(func=run_plot)
 
 
@@ -160,8 +230,8 @@ def run_train(argv: list[str]) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="trl-sdar", description="SDAR training and evaluation for TRL.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _OneLineParser(prog="trl-sdar", description="SDAR training and evaluation for TRL.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
     sub.add_parser("train", help="train from a YAML recipe (--config) with overrides", add_help=False)
     _add_eval(sub)
     _add_plot(sub)

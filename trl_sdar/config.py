@@ -140,6 +140,21 @@ class SDARConfig(GRPOConfig):
             raise ValueError(f"SDARConfig.rl_loss_coef={self.rl_loss_coef!r} is not valid; expected a number >= 0.")
         if self.rl_loss_coef == 0.0 and self.sdar_coef == 0.0:
             raise ValueError("SDARConfig.rl_loss_coef=0.0 with sdar_coef=0.0 leaves no loss; set one of them > 0.")
+        if self.sdar_coef == 0.0 and self.distill_loss_type != "rlsd" and self.rl_loss_coef != 1.0:
+            raise ValueError(
+                f"SDARConfig.rl_loss_coef={self.rl_loss_coef!r} has no effect with sdar_coef=0.0 (plain GRPO, loss "
+                "unscaled); leave rl_loss_coef at 1.0, or set sdar_coef > 0 to weight GRPO against distillation."
+            )
+        if self.sdar_coef == 0.0 and self.distill_loss_type in ("naive", "skill_sd"):
+            raise ValueError(
+                f"SDARConfig.distill_loss_type={self.distill_loss_type!r} has no effect with sdar_coef=0.0 (no "
+                "teacher term: plain GRPO); set sdar_coef > 0 (the paper's baselines use 0.01; Skill-SD 0.001)."
+            )
+        if self.distill_loss_type == "rlsd" and self.rl_loss_coef == 0.0:
+            raise ValueError(
+                "SDARConfig.rl_loss_coef=0.0 with distill_loss_type='rlsd' trains on a zero loss: RLSD adds no loss "
+                "term, it reshapes the GRPO advantages; set rl_loss_coef > 0 (1.0 is RLSD)."
+            )
         _check_choice("teacher_model_kind", self.teacher_model_kind, TEACHER_MODEL_KINDS)
         _check_choice("teacher_context_placement", self.teacher_context_placement, CONTEXT_PLACEMENTS)
         if not 0.0 < self.teacher_update_rate <= 1.0:

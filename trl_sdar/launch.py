@@ -22,7 +22,14 @@ def make_parser():
     from .config import SDARConfig
     from .script_args import SDARScriptArguments
 
-    return TrlParser((SDARScriptArguments, SDARConfig, ModelConfig), prog="trl-sdar train")
+    class RecipeParser(TrlParser):
+        """A bad value (`--seed 1.5`) becomes a ValueError that `trl-sdar train` prints as one line, not argparse's
+        200-line usage block."""
+
+        def error(self, message: str):
+            raise ValueError(message)
+
+    return RecipeParser((SDARScriptArguments, SDARConfig, ModelConfig), prog="trl-sdar train")
 
 
 def _accelerate_options() -> set[str]:

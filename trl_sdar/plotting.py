@@ -1,7 +1,8 @@
 """Training curves of one or more runs as PNG figures, read back from the Trainer's `log_history`.
 
 A run directory is a training `output_dir`. Its metrics come from `<run_dir>/log_history.json` (written by our
-train command) or else from the newest `<run_dir>/checkpoint-*/trainer_state.json`. Figures are built on
+train command at the end) or `<run_dir>/metrics.jsonl` (appended while training, so it survives a kill), whichever
+was written last, or else from the newest `<run_dir>/checkpoint-*/trainer_state.json`. Figures are built on
 `matplotlib.figure.Figure` with an Agg canvas (no pyplot, no global backend switch, no display), so plotting is
 safe in headless jobs and the figure builders can be inspected in tests before anything is saved.
 
@@ -23,6 +24,8 @@ import matplotlib
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from .metrics_log import METRICS_FILE, read_metrics_jsonl
 
 History = list[dict[str, Any]]
 Panel = tuple[str, str, str]  # (metric key, panel title, y-axis label)
@@ -54,8 +57,13 @@ def _read_raw_history(run_dir: Path) -> tuple[list[Any], Path]:
     """Raw `log_history` list and the file it came from; raises `FileNotFoundError` naming what was looked for."""
     if not run_dir.is_dir():
         raise FileNotFoundError(f"Run directory not found: {run_dir}")
-    direct = run_dir / LOG_HISTORY_FILE
-    if direct.is_file():
+    direct, live = run_dir / LOG_HISTORY_FILE, run_dir / METRICS_FILE
+    # The train command writes log_history.json at the end; metrics.jsonl grows while training (and survives a
+    # kill): take whichever was written last, so a killed or resumed-then-killed run shows all its steps.
+    written = sorted((p.stat().st_mtime_ns, i, p) for i, p in enumerate((direct, live)) if p.is_file())
+    if written and written[-1][2] == live:
+        return read_metrics_jsonl(live), live
+    if written:
         return json.loads(direct.read_text()), direct
     checkpoints = []
     for child in run_dir.iterdir():
@@ -64,7 +72,8 @@ def _read_raw_history(run_dir: Path) -> tuple[list[Any], Path]:
             checkpoints.append((int(match.group(1)), child / "trainer_state.json"))
     if not checkpoints:
         raise FileNotFoundError(
-            f"No metrics in {run_dir}: looked for {LOG_HISTORY_FILE} and checkpoint-*/trainer_state.json"
+            f"No metrics in {run_dir}: looked for {LOG_HISTORY_FILE}, {METRICS_FILE} and "
+            "checkpoint-*/trainer_state.json"
         )
     state_file = max(checkpoints)[1]  # highest step number = newest checkpoint
     return json.loads(state_file.read_text()).get("log_history", []), state_file
@@ -81,7 +90,8 @@ def _is_training_entry(entry: Any) -> bool:
 def load_log_history(run_dir: str | Path) -> History:
     """Per-step training log entries of a run, sorted by `step` (eval logs and the final summary dropped).
 
-    Reads `<run_dir>/log_history.json` if present, else the `log_history` of the newest
+    Reads `<run_dir>/log_history.json` or `<run_dir>/metrics.jsonl` (the newer of the two), else the `log_history` of
+    the newest
     `<run_dir>/checkpoint-N/trainer_state.json`. Raises `FileNotFoundError` when the directory or its metrics are
     missing.
     """

@@ -133,3 +133,11 @@ class SDARScriptArguments(ScriptArguments):
             raise ValueError("env_name is null, so dataset_name (a prompt dataset) and reward_funcs are required.")
         if self.num_train_tasks < 1:
             raise ValueError(f"num_train_tasks={self.num_train_tasks} is not valid; expected >= 1.")
+        at_least = {"train_task_start": 0, "max_turn_tokens": 1, "env_workers": 1, "skills_top_k": 1}
+        if self.max_turns is not None:
+            at_least["max_turns"] = 1
+        for name, low in at_least.items():
+            if getattr(self, name) < low:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not valid; expected an integer >= {low}.")
+        if not self.env_step_timeout > 0:
+            raise ValueError(f"env_step_timeout={self.env_step_timeout!r} is not valid; expected seconds > 0.")

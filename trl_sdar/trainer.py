@@ -16,6 +16,7 @@ from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import get_config_model_id
 
 from .agent.turn_rows import padded_row_count, row_multiple, turn_advantages
+from .checkpoint import load_training_state, save_training_state
 from .config import SDARConfig
 from .losses import (
     aggregate_like_grpo,
@@ -27,6 +28,7 @@ from .losses import (
     turn_entropy_factor,
     turn_loss_factor,
 )
+from .metrics_log import MetricsJSONLCallback
 from .microbatch import chunk_slices, chunks_needed, slice_rows
 from .teacher import ContextTokenizer, Teacher, build_teacher_prompts, prompt_bos_token_id
 
@@ -43,6 +45,18 @@ class _EMATeacherCallback(TrainerCallback):
         self.teacher.ema_update()
 
 
+def _finite_only(student: torch.Tensor, teacher: torch.Tensor, old: torch.Tensor | None):
+    """Zero every (B, C) log-prob where any of them is NaN/inf, so neither the SDAR loss nor its gradient is NaN;
+    returns the cleaned tensors and the (B, C) bool mask of finite tokens."""
+    finite = torch.isfinite(student) & torch.isfinite(teacher)
+    if old is not None:
+        finite &= torch.isfinite(old)
+        old = torch.where(finite, old, torch.zeros_like(old))
+    student = torch.where(finite, student, torch.zeros_like(student))  # no gradient flows to a dropped token
+    teacher = torch.where(finite, teacher, torch.zeros_like(teacher))
+    return student, teacher, old, finite
+
+
 class SDARTrainer(GRPOTrainer):
     r"""
     Trainer for SDAR (Self-Distilled Agentic Reinforcement Learning): `L = L_GRPO + λ · L_SDAR`, where the same model,
@@ -52,15 +66,21 @@ class SDARTrainer(GRPOTrainer):
 
     Overridden seams (and why):
 
-    * `__init__`: builds the teacher (EMA adapter or frozen copy when asked) and the context tokenizer.
+    * `__init__`: builds the teacher (EMA adapter or frozen copy when asked) and the context tokenizer, and appends
+      every log to `<output_dir>/metrics.jsonl` as it is logged (a killed run keeps its curves).
     * `_generate_and_score_completions`: dataset rows and `rollout_func` extras are only visible here, so this is where
       each row's context becomes teacher prompt ids (context + the student's exact prompt ids) and, by default, where
       the teacher scores the completion, once per generation batch (the paper's rollout-time teacher). The new
       batch-first tensors are shuffled and split with their rows by TRL.
     * `_get_per_token_logps_and_entropies`: keeps the student log-probs GRPO computes in the loss step, so the student
       forward runs once per micro-batch.
+    * `_save_optimizer_and_scheduler` / `_load_optimizer_and_scheduler`: the EMA teacher's weights and TRL's buffered
+      rollouts go into each checkpoint with the optimizer state and come back on resume (every backend resumes
+      through these two), so a resumed run continues exactly (`checkpoint.py`).
     * `_compute_loss`: adds `λ · L_SDAR`, reduced with the normaliser of the configured GRPO `loss_type`, and logs
       `sdar/*` metrics over trained tokens (environment tokens and padding excluded), gathered across processes.
+      Tokens whose teacher or student log-prob is NaN/inf are left out of the term and its metrics and counted in
+      `sdar/nonfinite_tokens`.
 
     Turn rows (`EnvRollout` with `rollout_unit="turn"`, the paper's loop): an episode gives one row per model turn,
     so a batch has more rows than prompts, a varying number per process. `_generate_and_score_completions` plays the
@@ -77,14 +97,47 @@ class SDARTrainer(GRPOTrainer):
     _tag_names = ["trl", "grpo", "sdar"]
     _name = "SDAR"
 
-    def __init__(self, model, reward_funcs=None, args: SDARConfig | None = None, **kwargs):
+    def __init__(
+        self,
+        model,
+        reward_funcs=None,
+        args: SDARConfig | None = None,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class=None,
+        reward_processing_classes=None,
+        callbacks=None,
+        optimizers=(None, None),
+        quantization_config=None,
+        peft_config=None,
+        tools=None,
+        rollout_func=None,
+        environment_factory=None,
+    ):
+        # The parameter list is GRPOTrainer.__init__'s, in its order, so positional calls mean the same thing.
         if args is None:
             model_name = model if isinstance(model, str) else get_config_model_id(model.config)
             args = SDARConfig(f"{model_name.split('/')[-1]}-SDAR")
         elif not isinstance(args, SDARConfig):
             kind = type(args).__name__ if isinstance(args, GRPOConfig) else repr(type(args))
             raise TypeError(f"SDARTrainer needs `args` to be a trl_sdar.SDARConfig, got {kind}; use SDARConfig.")
-        super().__init__(model, reward_funcs, args=args, **kwargs)
+        super().__init__(
+            model,
+            reward_funcs,
+            args,
+            train_dataset,
+            eval_dataset,
+            processing_class,
+            reward_processing_classes,
+            callbacks,
+            optimizers,
+            quantization_config,
+            peft_config,
+            tools,
+            rollout_func,
+            environment_factory,
+        )
+        self.add_callback(MetricsJSONLCallback())  # <output_dir>/metrics.jsonl, appended as logged
         if self._turn_rows and args.top_entropy_quantile < 1.0:
             raise ValueError(
                 f"SDARConfig.top_entropy_quantile={args.top_entropy_quantile!r} is not supported with "
@@ -96,13 +149,25 @@ class SDARTrainer(GRPOTrainer):
         self._warned: set[str] = set()
         self.teacher: Teacher | None = None
         if args.sdar_coef > 0 or args.distill_loss_type == "rlsd":
-            self.teacher = Teacher(self.accelerator.unwrap_model(self.model), args)
+            self.teacher = Teacher(
+                self.accelerator.unwrap_model(self.model), args, accelerator=self.accelerator, ref_model=self.ref_model
+            )
             if args.teacher_model_kind == "ema":
                 self.add_callback(_EMATeacherCallback(self.teacher))
             self._bos_token_id = prompt_bos_token_id(self._tokenizer)
             self._context_tokenizer = ContextTokenizer(
                 self._tokenizer, placement=args.teacher_context_placement, header=args.teacher_context_header
             )
+
+    # ------------------------------------------------------------------------------------------------ checkpoints
+    def _save_optimizer_and_scheduler(self, output_dir):
+        super()._save_optimizer_and_scheduler(output_dir)
+        save_training_state(self, output_dir)  # the EMA teacher and buffered rollouts, like the optimizer state
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None:
+            load_training_state(self, checkpoint)
 
     # ----------------------------------------------------------------------------------------------- rollout time
     @property
@@ -120,6 +185,13 @@ class SDARTrainer(GRPOTrainer):
             raise ValueError("SDARTrainer does not support vision inputs for the teacher; set sdar_coef=0.")
         # TRL merged every rollout_func extra field into `inputs`, so dataset columns and extras are read alike.
         column = self.args.teacher_context_column
+        if inputs and "no_column" not in self._warned and not any(column in row for row in inputs):
+            self._warned.add("no_column")
+            logger.warning(
+                f"No row of this batch has the column {column!r} (SDARConfig.teacher_context_column), so nothing is "
+                f"distilled and this is plain GRPO. Available fields: {sorted(inputs[0])}. Fix the column name, keep "
+                "remove_unused_columns=False, and put the column in the dataset (or return it from rollout_func)."
+            )
         contexts = [self._context_tokenizer(row.get(column)) for row in inputs]
         prompts = build_teacher_prompts(
             output["prompt_ids"],
@@ -206,8 +278,9 @@ class SDARTrainer(GRPOTrainer):
                 student, _, _ = self._get_per_token_logps_and_entropies(
                     self.model, ids, attention, output["completion_ids"].size(1), batch_size=batch_size
                 )
-        lam = rlsd_lambda(self.state.global_step) * output["sdar_row_mask"].unsqueeze(1)  # (B, 1)
-        reshaped = rlsd_advantages(output["advantages"], output["teacher_per_token_logps"], student, lam=1.0)
+        student, teacher, _, finite = _finite_only(student, output["teacher_per_token_logps"], None)
+        lam = rlsd_lambda(self.state.global_step) * output["sdar_row_mask"].unsqueeze(1) * finite  # (B, C)
+        reshaped = rlsd_advantages(output["advantages"], teacher, student, lam=1.0)
         plain = output["advantages"].unsqueeze(1)
         output["advantages"] = (1 - lam) * plain + lam * reshaped
 
@@ -306,13 +379,16 @@ class SDARTrainer(GRPOTrainer):
         mask = self._trained_mask(inputs)  # environment / tool tokens are never trained nor distilled
         row_mask = inputs["sdar_row_mask"].unsqueeze(1)  # (B, 1): rows without a teacher contribute zero
         kind = self.args.distill_loss_type
+        old = inputs.get("old_per_token_logps", student_logps.detach()) if kind == "skill_sd" else None
+        student_logps, teacher_logps, old, finite = _finite_only(student_logps, teacher_logps, old)
+        nonfinite = (~finite & (mask * row_mask).bool()).sum()  # trained tokens dropped for NaN/inf log-probs
+        mask = mask * finite  # (B, C): out of the SDAR term, its normaliser and its metrics
         if kind == "sdar":
             beta = self.args.sdar_gate_beta
             per_token, gate, gap = sdar_per_token_loss(student_logps, teacher_logps, gate_beta=beta)
         elif kind == "naive":
             per_token, gate, gap = naive_opsd_per_token_loss(student_logps, teacher_logps)
         elif kind == "skill_sd":
-            old = inputs.get("old_per_token_logps", student_logps.detach())
             per_token, gate, gap = skill_sd_per_token_loss(student_logps, teacher_logps, old)
         else:  # rlsd: the teacher already acted through the advantages; log its gap, add nothing
             per_token = torch.zeros_like(student_logps)
@@ -329,7 +405,7 @@ class SDARTrainer(GRPOTrainer):
             max_completion_length=self.max_completion_length,
             training=mode == "train",
         )
-        self._log_gate_metrics(mode, per_token, gate, gap, mask * row_mask)
+        self._log_gate_metrics(mode, per_token, gate, gap, mask * row_mask, nonfinite)
         return loss + self.args.sdar_coef * factor * sdar_loss
 
     def _trained_mask(self, inputs) -> torch.Tensor:
@@ -375,7 +451,7 @@ class SDARTrainer(GRPOTrainer):
         )
         return factor * (loss + entropy_coef * bonus) - entropy_factor * entropy_coef * bonus
 
-    def _log_gate_metrics(self, mode: str, per_token, gate, gap, mask) -> None:
+    def _log_gate_metrics(self, mode: str, per_token, gate, gap, mask, nonfinite: torch.Tensor) -> None:
         mask = mask.to(gate.dtype)
         local = torch.stack(
             [
@@ -384,9 +460,17 @@ class SDARTrainer(GRPOTrainer):
                 (gap * mask).sum(),
                 (per_token.detach() * mask).sum(),
                 mask.sum(),
+                nonfinite.to(gate.dtype),
             ]
         )
-        gate_sum, active, gap_sum, loss_sum, count = self.accelerator.reduce(local, reduction="sum").tolist()
+        gate_sum, active, gap_sum, loss_sum, count, bad = self.accelerator.reduce(local, reduction="sum").tolist()
+        self._metrics[mode]["sdar/nonfinite_tokens"].append(bad)
+        if bad and "nonfinite" not in self._warned:
+            self._warned.add("nonfinite")
+            logger.warning(
+                f"{int(bad)} trained token(s) have NaN/inf teacher or student log-probs; they are left out of the "
+                "SDAR term and its metrics (counted in sdar/nonfinite_tokens). Check the teacher's dtype and weights."
+            )
         if count == 0:
             return  # no distilled token in this micro-batch anywhere: nothing to average
         self._metrics[mode]["sdar/gate_mean"].append(gate_sum / count)
