@@ -123,6 +123,10 @@ def test_eval_model_reports_avg_over_seeds_deterministically(tiny_model_dir, tmp
     assert 0.0 <= report["success_rate"] <= 1.0 and report["success_rate_std"] >= 0.0
     assert all(1 <= e["turns"] <= 2 for s in report["per_seed"] for e in s["episodes"])
     assert reports[0]["per_seed"] == reports[1]["per_seed"]  # seeded sampling: reproducible
+    assert report["agent_loop"] == {"rollout_unit": "turn", "history_window": 2, "parser": "reference"}
+    out = tmp_path / "episode.json"
+    main([*args, "--rollout-unit", "episode", "--history-window", "0", "--output", str(out)])
+    assert json.loads(out.read_text())["agent_loop"]["rollout_unit"] == "episode"
 
 
 def test_shipped_manifest_pins_tasks(tmp_path):

@@ -80,7 +80,20 @@ def _add_eval(sub) -> None:
     p.add_argument("--temperature", type=_positive_float, default=0.4, help="model sampling temperature (paper: 0.4)")
     p.add_argument("--max-turns", type=_POSITIVE, default=None, help="turn limit (default: the benchmark's)")
     p.add_argument("--max-turn-tokens", type=_POSITIVE, default=512, help="model: new tokens per turn")
-    p.add_argument("--max-episode-tokens", type=_POSITIVE, default=8192, help="model: token budget of an episode")
+    p.add_argument("--max-episode-tokens", type=_POSITIVE, default=8192, help="model, episode unit: token budget")
+    p.add_argument(
+        "--rollout-unit",
+        choices=["turn", "episode"],
+        default="turn",
+        help="model: turn (the paper's step prompts, default) or episode (one growing transcript)",
+    )
+    p.add_argument(
+        "--history-window",
+        type=_NON_NEGATIVE,
+        default=2,
+        help="model, turn unit: past (observation, action) pairs per prompt (paper: 2; Search-QA 4)",
+    )
+    p.add_argument("--parser", choices=["reference", "strict"], default="reference", help="how turns are read")
     p.add_argument("--batch-size", type=_POSITIVE, default=16, help="model: episodes generated together")
     p.add_argument("--student-skills", action="store_true", help="Skill-GRPO models: show skills in the prompt")
     p.add_argument("--env-source", choices=["builtin", "real"], default="builtin")
@@ -165,9 +178,12 @@ def _run_eval(args: argparse.Namespace) -> dict:
         summary = evaluate_model(
             model, tokenizer, factory, task_ids, seeds=seeds, temperature=args.temperature, max_turns=args.max_turns,
             max_turn_tokens=args.max_turn_tokens, max_episode_tokens=args.max_episode_tokens,
-            batch_size=args.batch_size, student_skills=skills, progress=progress,
+            batch_size=args.batch_size, student_skills=skills, progress=progress, rollout_unit=args.rollout_unit,
+            history_window=args.history_window, parser=args.parser,
         )  # fmt: skip
         report = {"env": env_name, "model": args.model, "seeds": seeds, "temperature": args.temperature, **summary}
+        report["agent_loop"] = {"rollout_unit": args.rollout_unit, "history_window": args.history_window,
+                                "parser": args.parser}  # fmt: skip
     else:
         results = evaluate_policy(factory, task_ids, args.policy, seed=args.seed, max_turns=args.max_turns,
                                   num_workers=args.workers, progress=progress)  # fmt: skip
