@@ -1,6 +1,7 @@
 """Distributions of the built-in ALFWorld games next to the real split's figures derivable from the alfworld package.
 
     python scripts/env_stats.py --games 300            # built-in train / valid_unseen, default difficulty
+    python scripts/env_stats.py --alfworld-data DIR     # also the released games under DIR/json_2.1.1/
 
 Receptacles and objects are counted in the generated PDDL problems; the expert plan length is the recipe expert's
 (`alfworld_expert`) from the initial state, computed without starting the engine. The real figures: receptacles per
@@ -11,6 +12,7 @@ counts (ALFWorld paper, Table 1).
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import statistics
 from collections import Counter
@@ -35,8 +37,37 @@ def plan_length(game) -> int:
     return len(expert_commands(facts, names, parse_goal(game.pddl_problem), False))
 
 
+def problem_counts(pddl_problem: str) -> tuple[int, int]:
+    """(receptacles, objects) declared in a PDDL problem."""
+    objects = pddl_problem[: pddl_problem.index("(:init")]
+    return len(re.findall(r"\s- receptacle\b", objects)), len(re.findall(r"\s- object\b", objects))
+
+
+def real_split_stats(root: str, split: str) -> None:
+    """Receptacles, objects and recipe plan lengths of the released games AlfredTWEnv would play."""
+    from trl_sdar.envs.alfworld import list_real_games, real_task
+
+    recs, objs, plans = [], [], []
+    for i, path in enumerate(list_real_games(root, split)):
+        problem = json.loads(path.read_text())["pddl_problem"]
+        r, o = problem_counts(problem)
+        recs.append(r)
+        objs.append(o)
+        facts = initial_facts(problem)
+        names = {a.name: a.name for f in facts for a in f.arguments}
+        try:
+            plans.append(len(expert_commands(facts, names, parse_goal(problem), False)))
+        except (KeyError, IndexError, AssertionError, ValueError):
+            print(f"  recipe does not cover {real_task(path, i, split).info['gamefile']}")
+    print(f"## real {split}, {len(recs)} games")
+    print(f"receptacles: {describe(recs)}")
+    print(f"objects: {describe(objs)}")
+    if plans:
+        print(f"expert plan length: {describe(plans)}")
+
+
 def describe(values: list[int]) -> str:
-    q = statistics.quantiles(values, n=4) if len(values) > 1 else values * 3
+    q = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else values * 3
     quartiles = f"q1 {q[0]:.0f} / median {q[1]:.0f} / q3 {q[2]:.0f}"
     return f"min {min(values)} / {quartiles} / max {max(values)} / mean {statistics.mean(values):.1f}"
 
@@ -45,7 +76,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--games", type=int, default=300)
     parser.add_argument("--difficulty", choices=["default", "easy"], default="default")
+    parser.add_argument("--alfworld-data", default=None, help="folder holding json_2.1.1/ (released games)")
     args = parser.parse_args()
+    if args.alfworld_data:
+        for split in ("train", "valid_seen", "valid_unseen"):
+            real_split_stats(args.alfworld_data, split)
     difficulty = DEFAULT if args.difficulty == "default" else EASY
     print("## real (from the alfworld package)")
     for room, counts in layout_receptacle_counts().items():

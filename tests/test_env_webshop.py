@@ -398,3 +398,9 @@ def test_builtin_catalog_is_the_same_for_training_and_evaluation():
 
     training = env_kwargs("webshop", max_task_id=128 + 2048 - 1)
     assert WebShopEnv(**training).catalog is default.catalog  # the recipes' 2048 training goals share it
+
+
+def test_builtin_instructions_end_with_webshops_price_text(env):
+    for task_id in range(0, env.num_tasks, 50):
+        task = env.task(task_id)
+        assert task.instruction.endswith(f", and price lower than {task.info['price_upper']:.2f} dollars")

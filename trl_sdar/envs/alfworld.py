@@ -155,9 +155,10 @@ class AlfworldEnv:
 
     Args:
         source: "builtin" (generated games, offline) or "real" (ALFWorld's released game files).
-        split: "train", "valid_seen" or "valid_unseen" (built-in splits draw disjoint families of worlds).
+        split: "train", "valid_seen" or "valid_unseen" (built-in: valid_seen draws new games on the training floor
+            plans, valid_unseen games on the floor plans held out of training, as ALFWorld's splits do).
         data_dir: for source="real", the folder holding json_2.1.1/ (default: $ALFWORLD_DATA).
-        difficulty: knobs of the generated worlds (ignored for source="real").
+        difficulty: knobs of the generated worlds (ignored for source="real"); the default is the full floor plan.
         max_turns: default turn limit of the benchmark (the rollout enforces it).
         cache_dir: where generated game files are written (default: $TRL_SDAR_CACHE/alfworld or
             ~/.cache/trl_sdar/alfworld).
@@ -213,6 +214,7 @@ class AlfworldEnv:
             "source": "builtin",
             "split": self.split,
             "room": game.room,
+            "floor_plan": game.floor_plan,
             "object_target": game.object_target,
             "parent_target": game.parent_target,
             "toggle_target": game.toggle_target,

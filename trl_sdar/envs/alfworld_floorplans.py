@@ -20,7 +20,6 @@ Pure functions over the package files, cached.
 from __future__ import annotations
 
 import json
-from collections import Counter
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -122,7 +121,6 @@ def layout_receptacle_counts() -> dict[str, list[int]]:
     """Per room kind, the receptacle count of each floor plan as ALFRED's layout files list them (openable.json)."""
     counts: dict[str, list[int]] = {room: [] for room in ROOM_OF_RANGE}
     for number in all_floor_plan_numbers():
-        key_classes = Counter(k.split("|")[0] for k in json.loads((LAYOUT_DIR / f"FloorPlan{number}-openable.json")
-                                                                   .read_text()))  # fmt: skip
-        counts[room_of(number)].append(sum(key_classes.values()))
+        layout = json.loads((LAYOUT_DIR / f"FloorPlan{number}-openable.json").read_text())
+        counts[room_of(number)].append(len(layout))
     return counts

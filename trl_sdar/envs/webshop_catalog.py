@@ -108,7 +108,7 @@ _REVIEWS = ("Arrived on time and looks like the photos.", "Good value for the pr
 _INSTRUCTIONS = (
     "i need {attrs} {type} with {opts}, and price lower than {price} dollars",
     "i am looking for a {type} which is {attrs}, with {opts}, and price lower than {price} dollars",
-    "buy me {attrs} {type} in {opts}, price lower than {price} dollars",
+    "buy me {attrs} {type} in {opts}, and price lower than {price} dollars",
 )
 
 
