@@ -271,3 +271,26 @@ def test_generation_benchmark_compares_both_modes_on_the_same_tokens(tmp_path):
     assert cached[0] == full[0] and all(c <= 2 * 6 for c in cached[1:])  # last sampled token + env tokens
     assert len(report["speedup"]) == 3 and all(x > 0 for x in report["speedup"])
     assert "| 3 | 47 |" in bench.format_table(report)
+
+
+def test_rollout_generates_through_trls_unwrap_for_generation(tiny_model_dir, tokenizer):
+    # as TRL's own generation: the wrapped model unwrapped (ZeRO-3 parameters gathered) and gradient checkpointing
+    # off for the whole rollout, restored afterwards
+    from accelerate import Accelerator
+    from transformers import AutoModelForCausalLM
+
+    accelerator = Accelerator(cpu=True)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model.gradient_checkpointing_enable()
+    model.train()
+    args = SimpleNamespace(
+        use_vllm=False, temperature=1.0, top_p=1.0, top_k=0, min_p=None, repetition_penalty=1.0,
+        generation_kwargs=None, cache_implementation=None, ds3_gather_for_generation=True,
+        gradient_checkpointing_kwargs=None,
+    )  # fmt: skip
+    trainer = SimpleNamespace(args=args, processing_class=tokenizer, model=model, model_wrapped=model,
+                              accelerator=accelerator)  # fmt: skip
+    with make_generator(trainer) as generator:
+        assert not generator.model.is_gradient_checkpointing  # turned off while the episodes are generated
+        assert len(generator.generate([[5, 6, 7]], max_new_tokens=3)[0].ids) >= 1
+    assert model.is_gradient_checkpointing

@@ -42,9 +42,22 @@ def make_generator(trainer) -> HFGenerator | VLLMGenerator:
     tokenizer = trainer.processing_class
     tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
     model = trainer.accelerator.unwrap_model(trainer.model)
+    context = None
+    if getattr(trainer, "model_wrapped", None) is not None:
+        from trl.models import unwrap_model_for_generation
+
+        # as TRL generates: ZeRO-3 parameters gathered (ds3_gather_for_generation), gradient checkpointing off,
+        # for the whole rollout (every turn) rather than once per turn
+        context = unwrap_model_for_generation(
+            trainer.model_wrapped,
+            trainer.accelerator,
+            gather_deepspeed3_params=args.ds3_gather_for_generation,
+            gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs,
+        )
     return HFGenerator(
         model,
         tokenizer,
+        model_context=context,
         temperature=args.temperature,
         top_p=args.top_p,
         top_k=args.top_k,
@@ -81,8 +94,10 @@ class HFGenerator:
         generation_kwargs: dict | None = None,
         cache_implementation: str | None = None,
         reuse_cache: bool = True,
+        model_context=None,
     ):
         self.model = model
+        self._model_context = model_context  # entered by `with`: yields the model to generate with
         self.pad_token_id = tokenizer.pad_token_id
         eos = model.generation_config.eos_token_id
         eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
@@ -142,10 +157,14 @@ class HFGenerator:
         self._cache, self._rows = None, []
 
     def __enter__(self) -> HFGenerator:
+        if self._model_context is not None:
+            self.model = self._model_context.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+        if self._model_context is not None:
+            self._model_context.__exit__(*exc)
 
     def _until_eos(self, row: list[int]) -> list[int]:
         for i, token in enumerate(row):
