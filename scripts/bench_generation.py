@@ -148,6 +148,8 @@ def run_benchmark(settings: Settings, output: Path | None = None) -> dict:
 
     model, tokenizer = load_model(settings.model)
     prompts, replies = episode_inputs(settings, len(tokenizer), set(tokenizer.all_special_ids))
+    with HFGenerator(model, tokenizer, reuse_cache=False) as warm_up:  # first-call allocations, untimed
+        warm_up.generate(prompts, 2)
     runs: dict[str, list[dict]] = {mode: [] for mode in MODES}
     for repeat in range(settings.repeats):
         generators = {

@@ -79,6 +79,8 @@ class HFGenerator:
 
     `temperature=0` samples greedily. Keys/values are reused across calls (`reuse_cache`) for contexts that extend a
     row of the previous call; the cache of rows no context continues is freed at the next call or by `close()`.
+    The stored keys/values belong to the weights they were computed with: `close()` after a weight update (the
+    rollout makes a new generator per call).
     """
 
     def __init__(
