@@ -144,7 +144,7 @@ def machine() -> str:
 
 
 def run_benchmark(settings: Settings, output: Path | None = None) -> dict:
-    from trl_sdar.generation import HFGenerator
+    from trl_sdar.agent.generation import HFGenerator
 
     model, tokenizer = load_model(settings.model)
     prompts, replies = episode_inputs(settings, len(tokenizer), set(tokenizer.all_special_ids))

@@ -23,8 +23,8 @@ def bench_env(env_name: str, model_dir: str, steps: int, batch: int, workers: in
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
     from trl_sdar import SDARConfig, SDARTrainer
+    from trl_sdar.agent.rollout import EnvRollout, RolloutSettings, env_reward
     from trl_sdar.envs import make_env
-    from trl_sdar.rollout import EnvRollout, RolloutSettings, env_reward
     from trl_sdar.skills import SkillSelector
 
     rollout = EnvRollout(

@@ -1,8 +1,8 @@
 """`episode` vs `turn` rollout units on the same ALFWorld batch: tokens per optimizer step, peak memory, budget ends.
 
 Each unit trains one optimizer step in its own process (so peak RSS is that unit's), on the same built-in ALFWorld
-tasks with the same seed: SmolLM2-135M-Instruct + LoRA (or `--model builtin:tiny`), GRPO loss (`--sdar_coef` for
-SDAR). Prints one JSON line per unit and the turn/episode ratios.
+tasks (easy rooms) with the same seed: SmolLM2-135M-Instruct + LoRA (or `--model builtin:tiny`), GRPO loss
+(`--sdar_coef` for SDAR). Prints one JSON line per unit and the turn/episode ratios.
 
 Usage: python scripts/bench_units.py [--model builtin:smollm2] [--tasks 2] [--generations 2] [--max_turns 8]
        [--max_turn_tokens 48] [--episode_budget 1024] [--max_tokens_per_backward 8192] [--output FILE]
@@ -29,8 +29,9 @@ def run_unit(opts: argparse.Namespace) -> dict:
     from transformers import AutoTokenizer, TrainerCallback
 
     from trl_sdar import SDARConfig, SDARTrainer
+    from trl_sdar.agent.rollout import EnvRollout, RolloutSettings, env_reward
     from trl_sdar.envs import make_env
-    from trl_sdar.rollout import EnvRollout, RolloutSettings, env_reward
+    from trl_sdar.envs.alfworld_games import EASY
     from trl_sdar.skills import SkillSelector
     from trl_sdar.train import resolve_model_path
 
@@ -38,7 +39,7 @@ def run_unit(opts: argparse.Namespace) -> dict:
     settings = RolloutSettings(
         rollout_unit=opts.unit, max_turns=opts.max_turns, max_turn_tokens=opts.max_turn_tokens, history_window=2
     )
-    rollout = EnvRollout(lambda: make_env("alfworld"), skills=SkillSelector.builtin("alfworld"),
+    rollout = EnvRollout(lambda: make_env("alfworld", difficulty=EASY), skills=SkillSelector.builtin("alfworld"),
                          settings=settings)  # fmt: skip
     seen: dict = {}
 
@@ -108,7 +109,8 @@ def main() -> None:
         out = subprocess.run(cmd, capture_output=True, text=True, check=False)
         line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
         if line is None:
-            raise SystemExit(f"{unit} run failed:\n{out.stderr[-3000:]}")
+            errors = [x for x in out.stderr.splitlines() if "%|" not in x]  # without progress bars
+            raise SystemExit(f"{unit} run failed (exit {out.returncode}):\n" + "\n".join(errors[-40:]))
         results.append(json.loads(line[len("RESULT ") :]))
         print(json.dumps(results[-1]), flush=True)
     episode, turn = results

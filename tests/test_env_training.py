@@ -6,8 +6,8 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from trl_sdar import SDARConfig, SDARTrainer
+from trl_sdar.agent.rollout import EnvRollout, RolloutSettings, env_reward
 from trl_sdar.envs import ENV_CLASSES, make_env
-from trl_sdar.rollout import EnvRollout, RolloutSettings, env_reward
 from trl_sdar.skills import SkillSelector
 
 ENVS = [name for name, (module, _) in ENV_CLASSES.items() if importlib.util.find_spec(module) is not None]

@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from trl_sdar.generation import HFGenerator, VLLMGenerator, make_generator
+from trl_sdar.agent.generation import HFGenerator, VLLMGenerator, make_generator
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ import pytest
 
 # TRL 1.16's server mode hands rank r the replies r·n … (r+1)·n − 1 of the gathered batch, n being r's own count, so
 # ranks with different numbers of live episodes would get each other's replies (or too few) unless
-# trl_sdar.generation.VLLMGenerator pads every rank's contexts to the largest count and drops the fillers.
+# trl_sdar.agent.generation.VLLMGenerator pads every rank's contexts to the largest count and drops the fillers.
 
 ROOT = Path(__file__).resolve().parents[1]
 WORLD_SIZE = 3
@@ -120,7 +120,7 @@ def _worker(out_dir: Path, model_dir: str) -> None:
     from accelerate import Accelerator
     from transformers import AutoTokenizer
 
-    from trl_sdar.rollout import EnvRollout, RolloutSettings
+    from trl_sdar.agent.rollout import EnvRollout, RolloutSettings
 
     accelerator = Accelerator(cpu=True)
     rank = accelerator.process_index
@@ -197,7 +197,7 @@ def test_every_rank_calls_generate_until_the_longest_episode_anywhere_ends(ranks
 def test_every_rank_gets_its_own_completions_and_rows(ranks, tiny_model_dir):
     from transformers import AutoTokenizer
 
-    from trl_sdar.rollout import ChatTurns
+    from trl_sdar.agent.rollout import ChatTurns
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     turns = ChatTurns(tokenizer)

@@ -7,9 +7,9 @@ from types import SimpleNamespace
 import pytest
 from transformers import AutoTokenizer
 
+from trl_sdar.agent.generation import Generated, VLLMGenerator
+from trl_sdar.agent.rollout import INVALID_FORMAT_FEEDBACK, ChatTurns, EnvRollout, RolloutSettings, env_reward
 from trl_sdar.envs.base import Observation, StepResult, Task
-from trl_sdar.generation import Generated, VLLMGenerator
-from trl_sdar.rollout import INVALID_FORMAT_FEEDBACK, ChatTurns, EnvRollout, RolloutSettings, env_reward
 
 
 class CounterEnv:

@@ -6,11 +6,11 @@ import pytest
 from transformers import AutoTokenizer
 
 from trl_sdar.agent.chat import ChatTurns
+from trl_sdar.agent.generation import Generated
 from trl_sdar.agent.prompts import StepView, alfworld_step, search_step, webshop_step
+from trl_sdar.agent.rollout import EnvRollout, RolloutSettings
 from trl_sdar.agent.turn_rows import padded_row_count, row_multiple, turn_advantages
 from trl_sdar.envs.base import Observation, StepResult, Task
-from trl_sdar.generation import Generated
-from trl_sdar.rollout import EnvRollout, RolloutSettings
 
 
 class FakeAlfworld:

@@ -6,8 +6,8 @@ from test_turn_rows import FakeAlfworld
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from trl_sdar import SDARConfig, SDARTrainer
+from trl_sdar.agent.rollout import EnvRollout, RolloutSettings, env_reward
 from trl_sdar.microbatch import chunk_slices, chunks_needed, slice_rows
-from trl_sdar.rollout import EnvRollout, RolloutSettings, env_reward
 
 BASELINES = {
     "sdar": {},

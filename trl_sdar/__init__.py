@@ -5,10 +5,17 @@ Public names are imported lazily, so that the environments and skills can be use
 
 from importlib import import_module
 
-__all__ = ["SDARConfig", "SDARTrainer", "sdar_distillation_loss"]
+__all__ = ["EnvRollout", "RolloutSettings", "SDARConfig", "SDARTrainer", "env_reward", "sdar_distillation_loss"]
 __version__ = "0.1.0"
 
-_LOCATIONS = {"SDARConfig": ".config", "SDARTrainer": ".trainer", "sdar_distillation_loss": ".losses"}
+_LOCATIONS = {
+    "SDARConfig": ".config",
+    "SDARTrainer": ".trainer",
+    "sdar_distillation_loss": ".losses",
+    "EnvRollout": ".agent.rollout",
+    "RolloutSettings": ".agent.rollout",
+    "env_reward": ".agent.rollout",
+}
 
 
 def __getattr__(name: str):

@@ -155,8 +155,8 @@ def evaluate_model(
 
     import torch
 
-    from .generation import HFGenerator
-    from .rollout import ChatTurns, EnvRollout, RolloutSettings
+    from .agent.generation import HFGenerator
+    from .agent.rollout import ChatTurns, EnvRollout, RolloutSettings
 
     settings = RolloutSettings(
         max_turns=max_turns,

@@ -102,8 +102,8 @@ def build_skill_selector(script: SDARScriptArguments):
 
 def build_env_rollout(script: SDARScriptArguments):
     """EnvRollout + its training dataset (tasks `train_task_start …`)."""
+    from .agent.rollout import EnvRollout, RolloutSettings
     from .envs import make_env
-    from .rollout import EnvRollout, RolloutSettings
 
     kwargs = env_kwargs(
         script.env_name,
@@ -165,7 +165,7 @@ def run_training(script: SDARScriptArguments, training_args, model_args) -> Path
     if model_args.dtype is not None:
         training_args.model_init_kwargs = {**(training_args.model_init_kwargs or {}), "dtype": model_args.dtype}
     if script.env_name is not None:
-        from .rollout import env_reward
+        from .agent.rollout import env_reward
 
         rollout, dataset = build_env_rollout(script)
         reward_funcs = [env_reward]

@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from trl_sdar import SDARConfig, SDARTrainer
 from trl_sdar.envs.base import Observation, StepResult, Task
-from trl_sdar.rollout import EnvRollout, RolloutSettings, env_reward
+from trl_sdar.agent.rollout import EnvRollout, RolloutSettings, env_reward
 from trl_sdar.testing import make_tiny_model_dir
 
 

@@ -1,9 +1,10 @@
 """The small typed interface every agent environment speaks: text in, text out.
 
-Environments know nothing about tokens, chat templates or masks; the rollout module (`trl_sdar.rollout`) owns those.
+Environments know nothing about tokens, chat templates or masks; the agent loop (`trl_sdar.agent`) owns those.
 An environment is created for one benchmark configuration, `reset(task_id)` starts a deterministic task, and
 `step(action)` plays one already-parsed action string (the text inside `<action>…</action>`, or for Search-QA
-`search[query]` / `answer[text]`). Format checking of raw model output happens before `step` (see `protocol.py`).
+`search[query]` / `answer[text]`). Format checking of raw model output happens before `step`
+(`trl_sdar.agent.parsing`).
 """
 
 from __future__ import annotations

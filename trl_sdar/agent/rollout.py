@@ -24,12 +24,12 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
 
-from .agent.chat import ChatTurns
-from .agent.episode import Episode, TurnRecord
-from .agent.parsing import PARSERS, ParsedTurn, parse_turn
-from .agent.prompts import STEP_TEMPLATES, StepView, search_action_text, step_prompt
-from .envs.base import AgentEnv, Observation, StepResult, Task
+from ..envs.base import AgentEnv, Observation, StepResult, Task
+from .chat import ChatTurns
+from .episode import Episode, TurnRecord
 from .generation import Generated, Generator, make_generator
+from .parsing import PARSERS, ParsedTurn, parse_turn
+from .prompts import STEP_TEMPLATES, StepView, search_action_text, step_prompt
 
 logger = logging.getLogger(__name__)
 INVALID_FORMAT_FEEDBACK = "Invalid response: reason inside <think>…</think>, then answer with the required tags."

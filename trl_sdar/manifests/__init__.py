@@ -1,0 +1,1 @@
+"""Pinned evaluation task lists (JSON), shipped with the package."""
