@@ -15,6 +15,7 @@ from trl_sdar import SDARConfig, SDARTrainer
 from trl_sdar.prefix_scoring import (
     PrefixGroup,
     group_rows_by_prefix,
+    nest_groups,
     prefix_sharing_unsupported_reason,
     shared_prefix_logps,
 )
@@ -59,6 +60,15 @@ def test_splits_a_context_group_when_whole_prompts_repeat():
     assert _encoded_tokens(rows, groups) == 2 * (len(p) + 2)
 
 
+def test_groups_under_one_context_encode_the_context_once():
+    p, q, lone = CONTEXT + list(range(1, 31)), CONTEXT + list(range(31, 61)), list(range(70, 90))
+    prompts = [p, p, q, q, lone]
+    groups = group_rows_by_prefix(prompts)
+    assert sorted(g.rows for g in groups) == [(0, 1), (2, 3), (4,)]
+    families = nest_groups(prompts, groups)
+    assert [(root, sorted(g.rows for g in gs)) for root, gs in families] == [(40, [(0, 1), (2, 3)]), (0, [(4,)])]
+
+
 def test_rejects_an_empty_row():
     with pytest.raises(ValueError, match="at least one prompt token"):
         group_rows_by_prefix([[1, 2], []])
@@ -99,10 +109,10 @@ def _left_padded(rows):
 
 
 def _batch(vocab, seed=0):
-    """Teacher prompts (two prompts x generations under one context, a context-less row), completions, masks."""
+    """Teacher prompts (two prompts x generations under one context, two other rows), completions, masks."""
     g = torch.Generator().manual_seed(seed)
     tokens = lambda n: torch.randint(3, vocab, (n,), generator=g).tolist()  # noqa: E731
-    context, first, second = tokens(40), tokens(9), tokens(17)
+    context, first, second = tokens(40), tokens(30), tokens(25)
     prompts = [context + first] * 3 + [context + second] * 2 + [tokens(12), context + tokens(5)]
     ids, mask = _left_padded(prompts)
     completion = torch.randint(3, vocab, (len(prompts), 7), generator=g)
@@ -173,9 +183,13 @@ def test_micro_batches_are_bounded_and_each_prefix_is_read_once(fused_model):
     finally:
         hook.remove()
     prompts = [r[m.bool()].tolist() for r, m in zip(ids, mask)]
-    groups = group_rows_by_prefix(prompts)
-    assert max(g.prefix_len for g in groups) >= 40  # the context is shared
-    assert [(1, g.prefix_len, False) for g in groups if g.prefix_len] == [c for c in calls if not c[2]]
+    families = nest_groups(prompts, group_rows_by_prefix(prompts))
+    assert max(root for root, _ in families) >= 39  # the context is encoded once under both prompts
+    expected = []
+    for root, groups in families:
+        expected += [(1, root, False)] if root else []
+        expected += [(1, g.prefix_len - root, False) for g in groups if g.prefix_len]
+    assert [c for c in calls if not c[2]] == expected  # every prefix (part) read once, at batch 1
     assert all(rows <= 2 for rows, _, _ in calls)
     read = sum(rows * tokens for rows, tokens, _ in calls)
     assert read < 0.5 * (ids.numel() + completion.numel())  # the unshared pass reads B x (padded width + C)

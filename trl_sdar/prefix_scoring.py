@@ -93,24 +93,62 @@ def prefix_sharing_unsupported_reason(model: nn.Module) -> str | None:
     return None
 
 
+def nest_groups(prompts: Sequence[Sequence[int]], groups: Sequence[PrefixGroup], min_shared: int = MIN_SHARED_TOKENS):
+    """Families of prefix groups whose prefixes start alike (e.g. one context under several prompts).
+
+    Returns `[(root_len, groups)]`: the first `root_len` tokens are encoded once for the whole family and each
+    group's prefix extends them (`root_len=0`: every group encodes its own prefix; unshared groups come last).
+    """
+    shared = [g for g in groups if g.prefix_len > 0]
+    prefixes = [list(prompts[g.rows[0]][: g.prefix_len]) for g in shared]
+    families = [(f.prefix_len, [shared[i] for i in f.rows]) for f in group_rows_by_prefix(prefixes, min_shared)]
+    unshared = [g for g in groups if g.prefix_len == 0]
+    return families + ([(0, unshared)] if unshared else [])
+
+
 def _cache_kwarg(model: nn.Module) -> str:
-    """Name of the forward argument that takes a `Cache`: `cache` (transformers >= 5.2x) or `past_key_values`."""
+    """Name of the forward argument that takes a `Cache`: `cache` (recent transformers) or `past_key_values`."""
     from transformers import PreTrainedModel
 
     hf_model = next(m for m in model.modules() if isinstance(m, PreTrainedModel))
     return "cache" if "cache" in inspect.signature(type(hf_model).forward).parameters else "past_key_values"
 
 
-def _encode_prefix(model, ids: torch.Tensor, start: int, cache_kwarg: str, autocast) -> list[tuple]:
-    """Keys/values of one prefix `ids` (1, P) at positions start..start+P-1, per layer: [(k, v)] each (1, H, P, D)."""
+def _prefix_cache(prefix_kv: list[tuple[torch.Tensor, torch.Tensor]]):
+    """A cache that reads the prefix keys/values (1, H, P, D) under every row of a forward and stores nothing.
+
+    Each layer returns `cat(prefix broadcast to the batch, this forward's keys)`, freed after its attention: the
+    prefix is never copied per row into a persistent cache, so memory stays at one layer's worth.
+    """
+    from transformers.cache_utils import Cache, DynamicLayer
+
+    class PrefixLayer(DynamicLayer):
+        def __init__(self, keys: torch.Tensor, values: torch.Tensor):
+            super().__init__()
+            self.keys, self.values, self.device, self.is_initialized = keys, values, keys.device, True
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            batch = key_states.size(0)
+            keys = torch.cat([self.keys.expand(batch, -1, -1, -1), key_states], dim=-2)
+            values = torch.cat([self.values.expand(batch, -1, -1, -1), value_states], dim=-2)
+            return keys, values
+
+    return Cache(layers=[PrefixLayer(k, v) for k, v in prefix_kv])
+
+
+def _encode_prefix(model, ids: torch.Tensor, start: int, parent, parent_len: int, cache_kwarg: str, autocast):
+    """Keys/values [(k, v)], each (1, H, parent_len + L, D), of `ids` (1, L) read after the `parent` keys/values.
+
+    Positions `start + parent_len ...`: the prefix sits where its first row's tokens sit in the unshared pass.
+    """
     from transformers import DynamicCache
 
-    cache = DynamicCache()
-    positions = torch.arange(start, start + ids.size(1), device=ids.device).unsqueeze(0)
+    cache = DynamicCache(ddp_cache_data=parent) if parent is not None else DynamicCache()
+    positions = torch.arange(ids.size(1), device=ids.device).unsqueeze(0) + start + parent_len
     with autocast():
         model(
             input_ids=ids,
-            attention_mask=torch.ones_like(ids),
+            attention_mask=ids.new_ones((1, parent_len + ids.size(1))),
             position_ids=positions,
             use_cache=True,
             logits_to_keep=1,  # the prefix's own logits are never needed
@@ -159,38 +197,46 @@ def shared_prefix_logps(
 
     `model` must carry TRL's fused LM head (`model(..., labels=..., fused_lm_head=True)`), as every model a
     `GRPOTrainer` scores with does; call under `torch.no_grad()`. Masked completion positions get 0, like the
-    unshared pass. At most `batch_size` rows (of one group) go through the model at a time.
+    unshared pass. Prefixes are encoded one at a time (batch 1) and at most `batch_size` rows (of one group) are
+    scored at a time.
     """
     width = prompt_ids.size(1)
     prompts = [ids[m.bool()].tolist() for ids, m in zip(prompt_ids.cpu(), prompt_mask.cpu(), strict=True)]
     rows = _Rows(prompts, [width - len(p) for p in prompts])
     cache_kwarg = _cache_kwarg(model)
+
+    def encode(first: int, begin: int, end: int, start: int, parent):
+        ids = torch.tensor([prompts[first][begin:end]], dtype=prompt_ids.dtype, device=prompt_ids.device)
+        return _encode_prefix(model, ids, start, parent, begin, cache_kwarg, autocast)
+
     order, parts = [], []
-    for group in group_rows_by_prefix(prompts, min_shared):
-        members, prefix_kv, start = list(group.rows), None, None
-        if group.prefix_len > 0:
-            start = rows.starts[members[0]]
-            prefix = torch.tensor(prompts[members[0]][: group.prefix_len], device=prompt_ids.device).unsqueeze(0)
-            prefix_kv = _encode_prefix(model, prefix.to(prompt_ids.dtype), start, cache_kwarg, autocast)
-        else:
-            members.sort(key=lambda i: len(prompts[i]))  # less padding per micro-batch
-        for first in range(0, len(members), batch_size):
-            chunk = members[first : first + batch_size]
-            parts.append(
-                _score_suffixes(
-                    model,
-                    rows,
-                    chunk,
-                    group.prefix_len,
-                    start,
-                    prefix_kv,
-                    completion_ids,
-                    completion_mask,
-                    cache_kwarg,
-                    autocast,
-                )  # fmt: skip
-            )
-            order += chunk
+    for root_len, family in nest_groups(prompts, group_rows_by_prefix(prompts, min_shared), min_shared):
+        start = rows.starts[family[0].rows[0]]  # the whole family takes its first row's positions
+        root = encode(family[0].rows[0], 0, root_len, start, None) if root_len else None
+        for group in family:
+            members, prefix_kv, group_start = list(group.rows), None, None
+            if group.prefix_len:
+                prefix_kv, group_start = encode(members[0], root_len, group.prefix_len, start, root), start
+            else:
+                members.sort(key=lambda i: len(prompts[i]))  # less padding per micro-batch
+            for first in range(0, len(members), batch_size):
+                chunk = members[first : first + batch_size]
+                parts.append(
+                    _score_suffixes(
+                        model,
+                        rows,
+                        chunk,
+                        group.prefix_len,
+                        group_start,
+                        prefix_kv,
+                        completion_ids,
+                        completion_mask,
+                        cache_kwarg,
+                        autocast,
+                    )  # fmt: skip
+                )
+                order += chunk
+        del root
     logps = torch.cat(parts, dim=0)  # (B, C), rows in `order`
     inverse = torch.empty(len(order), dtype=torch.long, device=logps.device)
     inverse[torch.tensor(order, device=logps.device)] = torch.arange(len(order), device=logps.device)
@@ -201,21 +247,14 @@ def _score_suffixes(
     model, rows, chunk, prefix_len, start, prefix_kv, completion_ids, completion_mask, cache_kwarg, autocast
 ) -> torch.Tensor:
     """Completion log-probs (b, C) of the rows `chunk`, their remaining prompt tokens read after `prefix_kv`."""
-    from transformers import DynamicCache
-
     device, n_completion = completion_ids.device, completion_ids.size(1)
     ids, positions, rest_mask = _suffix_batch(rows, chunk, prefix_len, start, completion_ids, device)
-    b = len(chunk)
     attention = torch.cat(
-        [rest_mask.new_ones((b, prefix_len)), rest_mask, completion_mask[chunk].to(rest_mask.dtype)], dim=1
+        [rest_mask.new_ones((len(chunk), prefix_len)), rest_mask, completion_mask[chunk].to(rest_mask.dtype)], dim=1
     )  # (b, P + R + C)
     labels = ids.masked_fill(attention[:, prefix_len:] == 0, -100)
     labels[:, :-n_completion] = -100  # only the completion tokens are scored
-    extra = {}
-    if prefix_kv is not None:  # a fresh cache per micro-batch: the forward appends this chunk's keys/values to it
-        extra[cache_kwarg] = DynamicCache(
-            ddp_cache_data=[(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in prefix_kv]
-        )
+    extra = {} if prefix_kv is None else {cache_kwarg: _prefix_cache(prefix_kv)}
     with autocast():
         out = model(
             input_ids=ids, attention_mask=attention, position_ids=positions, labels=labels, fused_lm_head=True, **extra
