@@ -70,6 +70,7 @@ class Settings:
     layout: str = "episode"
     kinds: str = "live"  # comma-separated teacher kinds, one SDAR arm each
     unshared: bool = False  # also run every SDAR arm with teacher_share_prefix=False
+    teacher_only: bool = False  # no training: one rollout batch, then each kind's teacher pass shared vs unshared
     steps: int = 3
     batch: int = 16  # rows per optimizer step (per_device_train_batch_size)
     num_generations: int = 4
@@ -433,9 +434,8 @@ def summarise(steps: list[dict[str, float]], trainer) -> dict[str, Any]:
     }
 
 
-def bench_teacher(trainer, batch_size: int, repeats: int) -> dict[str, Any]:
-    """The teacher pass on the arm's first rollout batch, shared-prefix and unshared in turn."""
-    batch = trainer._bench()["first_batch"]
+def bench_teacher(trainer, batch: dict[str, Any], batch_size: int, repeats: int) -> dict[str, Any]:
+    """The teacher pass on a rollout `batch`, shared-prefix and unshared in turn, `repeats` times each."""
     module = trainer.teacher.copy if trainer.teacher.copy is not None else trainer.model
     tokens = {"read": 0}
     hook = module.get_input_embeddings().register_forward_pre_hook(
@@ -475,6 +475,22 @@ def bench_teacher(trainer, batch_size: int, repeats: int) -> dict[str, Any]:
         "max_abs_logp_diff": (logps[True] - logps[False])[mask].abs().max().item(),
         "times": {"shared": times[True], "unshared": times[False]},
     }
+
+
+def run_teacher_only(model_dir: str, settings: Settings, workdir: Path, verbose: bool = False) -> dict[str, dict]:
+    """One rollout batch (the first kind's trainer), then every kind's teacher pass on it, shared vs unshared."""
+    out, batch = {}, None
+    for kind in settings.kind_list():
+        trainer = build_trainer(f"sdar-{kind}", model_dir, settings, str(workdir / kind))
+        trainer.model.train()
+        if batch is None:
+            rows = [dict(trainer.train_dataset[i // settings.num_generations]) for i in range(settings.batch)]
+            batch = trainer._generate_and_score_completions(rows)
+        out[kind] = bench_teacher(trainer, batch, settings.batch, settings.teacher_repeats)
+        if verbose:
+            print(f"[bench] teacher {kind}: {_teacher_line(out[kind])}", file=sys.stderr, flush=True)
+        del trainer
+    return out
 
 
 # ----------------------------------------------------------------------------------------------- orchestration
@@ -538,11 +554,15 @@ def run_benchmark(settings: Settings, output: str | Path | None = None, verbose:
         workdir = Path(tmp)
         model_dir = prepare_model_dir(settings.model, workdir)
         start = time.perf_counter()
-        arms, trainers = run_arms(model_dir, settings, workdir, verbose)
-        report["arms"], report["comparison"] = arms, compare(arms)
-        teacher_arm = next(n for n in arm_names(settings) if n.startswith("sdar-") and not n.endswith("unshared"))
-        report["teacher"] = {"arm": teacher_arm, **bench_teacher(trainers[teacher_arm], settings.batch,
-                                                                 settings.teacher_repeats)}  # fmt: skip
+        if settings.teacher_only:
+            report["teacher_only"] = run_teacher_only(model_dir, settings, workdir, verbose)
+        else:
+            arms, trainers = run_arms(model_dir, settings, workdir, verbose)
+            report["arms"], report["comparison"] = arms, compare(arms)
+            name = f"sdar-{settings.kind_list()[0]}"
+            batch = trainers[name]._bench()["first_batch"]
+            report["teacher"] = {"arm": name, **bench_teacher(trainers[name], batch, settings.batch,
+                                                              settings.teacher_repeats)}  # fmt: skip
         report["wall_s"] = time.perf_counter() - start
     report["machine"]["load_average_end"] = os.getloadavg()
     if output is not None:
@@ -567,25 +587,35 @@ def format_table(report: dict[str, Any]) -> str:
         f"->{m['load_average_end'][0]:.1f}); {s['model']} {s['finetune']}, {s['layout']}, batch {s['batch']} "
         f"({s['num_generations']} generations), {s['max_completion_length']}-token completions, "
         f"{s['context_tokens']}-token context",
-        f"{'arm':<20} {'step s':>8} {'teacher s':>9} {'rollout s':>9} {'resident MB':>11} {'step peak MB':>12} "
-        f"{'peak MB':>8} {'step x':>7} {'mem x':>6}",
     ]
-    for name, arm in report["arms"].items():
+    if "arms" in report:
+        lines.append(
+            f"{'arm':<20} {'step s':>8} {'teacher s':>9} {'rollout s':>9} {'resident MB':>11} {'step peak MB':>12} "
+            f"{'peak MB':>8} {'step x':>7} {'mem x':>6}"
+        )
+    for name, arm in report.get("arms", {}).items():
         ratios = report["comparison"].get(name, {"ratios": {"step_time": 1.0, "peak_mem": 1.0}})["ratios"]
         lines.append(
             f"{name:<20} {arm['step_time_s']:>8.2f} {arm['teacher_time_s']:>9.2f} {arm['rollout_time_s']:>9.2f} "
             f"{arm['resident_mb']:>11.0f} {arm['transient_mb']:>12.0f} {arm['peak_mem_mb']:>8.0f} "
             f"{ratios['step_time']:>7.2f} {ratios['peak_mem']:>6.2f}"
         )
-    t = report["teacher"]
-    if t.get("supported"):
-        lines.append(
-            f"teacher alone ({t['arm']}, {t['rows']} rows, {t['teacher_prompt_tokens_mean']:.0f}-token teacher "
-            f"prompts): shared {t['shared_s']:.2f} s, unshared {t['unshared_s']:.2f} s ({t['speedup']:.2f}x); tokens "
-            f"read {t['tokens_read_shared']} vs {t['tokens_read_unshared']} ({t['tokens_ratio']:.2f}x); max |Δ "
-            f"log-prob| {t['max_abs_logp_diff']:.2e}"
-        )
+    teachers = {f"teacher {k}": t for k, t in report.get("teacher_only", {}).items()}
+    if "teacher" in report:
+        teachers["teacher alone (" + report["teacher"]["arm"] + ")"] = report["teacher"]
+    lines += [f"{label}: {_teacher_line(t)}" for label, t in teachers.items()]
     return "\n".join(lines)
+
+
+def _teacher_line(t: dict[str, Any]) -> str:
+    if not t.get("supported"):
+        return f"prefix sharing unsupported for this model; unshared {t['unshared_s']:.2f} s"
+    prompt, shared, unshared = t["teacher_prompt_tokens_mean"], t["shared_s"], t["unshared_s"]
+    read = f"tokens read {t['tokens_read_shared']} vs {t['tokens_read_unshared']} ({t['tokens_ratio']:.2f}x)"
+    return (
+        f"{t['rows']} rows, {prompt:.0f}-token teacher prompts: shared {shared:.2f} s, unshared {unshared:.2f} s "
+        f"({t['speedup']:.2f}x); {read}; max |Δ log-prob| {t['max_abs_logp_diff']:.2e}"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------- CLI

@@ -81,3 +81,16 @@ def test_cli_rejects_bad_settings(bench):
     assert bench.arm_names(settings) == [
         "grpo", "sdar-base", "sdar-base-unshared"
     ]  # fmt: skip
+
+
+def test_teacher_only_scores_one_batch_with_every_kind(bench, tmp_path):
+    settings = bench.Settings(
+        model="tiny", finetune="lora", kinds="live,base", teacher_only=True, batch=4, num_generations=2,
+        max_completion_length=8, context_tokens=64, teacher_repeats=1,
+    )  # fmt: skip
+    report = bench.run_benchmark(settings, tmp_path / "teacher.json")
+    assert "arms" not in report and set(report["teacher_only"]) == {"live", "base"}
+    for kind, t in report["teacher_only"].items():
+        assert t["rows"] == 4 and t["shared_s"] > 0 and t["unshared_s"] > 0, kind
+        assert t["tokens_read_shared"] < t["tokens_read_unshared"] / 1.5 and t["max_abs_logp_diff"] <= 1e-5, kind
+    assert "teacher base" in bench.format_table(report)
