@@ -473,8 +473,32 @@ def bench_teacher(trainer, batch: dict[str, Any], batch_size: int, repeats: int)
         "tokens_read_unshared": read[False],
         "tokens_ratio": _ratio(read[False], read[True]),
         "max_abs_logp_diff": (logps[True] - logps[False])[mask].abs().max().item(),
+        "unshared_noise_floor": unshared_noise_floor(trainer, batch, logps[False], rows=2),
         "times": {"shared": times[True], "unshared": times[False]},
     }
+
+
+def unshared_noise_floor(trainer, batch: dict[str, Any], unshared, rows: int, extra_pad: int = 32) -> float:
+    """Max |Δ log-prob| of the unshared pass against itself when only its left padding grows by `extra_pad`.
+
+    The rounding a change of shapes and positions alone brings in fp32: the yardstick of "the same log-probs".
+    """
+    import torch
+
+    ids, mask = batch["teacher_prompt_ids"][:rows], batch["teacher_prompt_mask"][:rows]
+    padded = {
+        "teacher_prompt_ids": torch.cat([ids.new_full((rows, extra_pad), ids[0, 0].item()), ids], dim=1),
+        "teacher_prompt_mask": torch.cat([mask.new_zeros((rows, extra_pad)), mask], dim=1),
+        "completion_ids": batch["completion_ids"][:rows],
+        "completion_mask": batch["completion_mask"][:rows],
+    }
+    supported, trainer._share_teacher_prefix = trainer._share_teacher_prefix, False
+    try:
+        again = trainer._teacher_logps(padded, batch_size=rows)
+    finally:
+        trainer._share_teacher_prefix = supported
+    keep = batch["completion_mask"][:rows].bool()
+    return (again - unshared[:rows])[keep].abs().max().item()
 
 
 def run_teacher_only(model_dir: str, settings: Settings, workdir: Path, verbose: bool = False) -> dict[str, dict]:
@@ -614,7 +638,8 @@ def _teacher_line(t: dict[str, Any]) -> str:
     read = f"tokens read {t['tokens_read_shared']} vs {t['tokens_read_unshared']} ({t['tokens_ratio']:.2f}x)"
     return (
         f"{t['rows']} rows, {prompt:.0f}-token teacher prompts: shared {shared:.2f} s, unshared {unshared:.2f} s "
-        f"({t['speedup']:.2f}x); {read}; max |Δ log-prob| {t['max_abs_logp_diff']:.2e}"
+        f"({t['speedup']:.2f}x); {read}; max |Δ log-prob| {t['max_abs_logp_diff']:.2e} (unshared vs itself, "
+        f"padding +32: {t['unshared_noise_floor']:.2e})"
     )
 
 
