@@ -2,10 +2,12 @@
 
 Every row of a GRPO group carries the same privileged context and, in `episode` mode, the same prompt, so the teacher
 prompts of a batch are mostly the same leading tokens. `group_rows_by_prefix` (pure) splits the rows into groups
-with a common prefix, chosen to encode the fewest tokens. `shared_prefix_logps` encodes each group's prefix once
-(batch 1, keys/values kept), then scores every row's remaining prompt tokens and completion against those keys and
-values, micro-batched, through the model's own fused LM head (TRL's `add_fused_lm_head`: same temperature, same
-log-softmax, no `(B, T, V)` logits). Rows that share nothing are scored exactly like the unshared pass.
+with a common prefix, chosen to encode the fewest tokens; `nest_groups` then finds groups whose prefixes start alike
+(one context under several prompts), so that common part is encoded once too. `shared_prefix_logps` encodes each
+prefix once (batch 1, keys/values kept), then scores every row's remaining prompt tokens and completion against those
+keys and values, micro-batched, through the model's own fused LM head (TRL's `add_fused_lm_head`: same temperature,
+same log-softmax, no `(B, T, V)` logits, no logits at all for prefix tokens). The prefix is broadcast to the rows of
+each forward layer by layer and never copied per row into a cache. Rows that share nothing are scored on their own.
 
 Positions follow the unshared pass, where row `r`'s first real token sits at its left-padding width `pad_r`: a group
 takes the positions of its first row, so rows of equal length (the generations of one prompt) see the very same
