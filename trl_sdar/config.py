@@ -68,6 +68,12 @@ class SDARConfig(GRPOConfig):
         teacher_logps_per_microbatch (`bool`, *optional*, defaults to `False`):
             Compute the teacher log-probs in every micro-batch's loss step (with the weights of that moment) instead
             of once per generation batch at rollout time (the paper's teacher).
+        teacher_share_prefix (`bool`, *optional*, defaults to `True`):
+            Encode each distinct leading run of teacher-prompt tokens (the privileged context, and the prompt where
+            rows share it, as the generations of one prompt do) once per batch and score every row's remaining tokens
+            against its keys and values, instead of scoring every row from scratch. Same log-probs up to float
+            rounding, at the cost of the unique tokens. Models with sliding-window or linear-attention layers always
+            use the unshared pass (with a warning). `False` scores every row unshared (the reference).
 
         > Parameters that control training on turn rows (`rollout_unit: turn`)
 
@@ -121,6 +127,10 @@ class SDARConfig(GRPOConfig):
         default=False,
         metadata={"help": "Recompute teacher log-probs in each micro-batch instead of once per generation batch."},
     )
+    teacher_share_prefix: bool = field(
+        default=True,
+        metadata={"help": "Encode each shared teacher-prompt prefix once and score every row against it."},
+    )
 
     max_tokens_per_backward: int | None = field(
         default=None,
@@ -160,6 +170,10 @@ class SDARConfig(GRPOConfig):
         if not 0.0 < self.teacher_update_rate <= 1.0:
             raise ValueError(
                 f"SDARConfig.teacher_update_rate={self.teacher_update_rate!r} is not valid; expected 0 < rate <= 1."
+            )
+        if not isinstance(self.teacher_share_prefix, bool):
+            raise ValueError(
+                f"SDARConfig.teacher_share_prefix={self.teacher_share_prefix!r} is not valid; expected True or False."
             )
         if not self.teacher_context_column:
             raise ValueError("SDARConfig.teacher_context_column='' is not valid; expected a column name.")

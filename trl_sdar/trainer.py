@@ -30,6 +30,7 @@ from .losses import (
 )
 from .metrics_log import MetricsJSONLCallback
 from .microbatch import chunk_slices, chunks_needed, slice_rows
+from .prefix_scoring import prefix_sharing_unsupported_reason, shared_prefix_logps
 from .teacher import ContextTokenizer, Teacher, build_teacher_prompts, prompt_bos_token_id
 
 logger = logging.getLogger(__name__)
@@ -148,6 +149,7 @@ class SDARTrainer(GRPOTrainer):
         self._student_entropies: torch.Tensor | None = None
         self._warned: set[str] = set()
         self.teacher: Teacher | None = None
+        self._share_teacher_prefix = False
         if args.sdar_coef > 0 or args.distill_loss_type == "rlsd":
             self.teacher = Teacher(
                 self.accelerator.unwrap_model(self.model), args, accelerator=self.accelerator, ref_model=self.ref_model
@@ -158,6 +160,16 @@ class SDARTrainer(GRPOTrainer):
             self._context_tokenizer = ContextTokenizer(
                 self._tokenizer, placement=args.teacher_context_placement, header=args.teacher_context_header
             )
+            self._share_teacher_prefix = args.teacher_share_prefix and self._prefix_sharing_supported()
+
+    def _prefix_sharing_supported(self) -> bool:
+        reason = prefix_sharing_unsupported_reason(self.accelerator.unwrap_model(self.model))
+        if reason is not None:
+            logger.warning(
+                f"teacher_share_prefix=True is not available for this model ({reason}); the teacher "
+                "scores every row unshared."
+            )
+        return reason is None
 
     # ------------------------------------------------------------------------------------------------ checkpoints
     def _save_optimizer_and_scheduler(self, output_dir):
@@ -319,11 +331,22 @@ class SDARTrainer(GRPOTrainer):
     def _teacher_logps(self, inputs, batch_size: int | None = None) -> torch.Tensor:
         """Teacher log-probs of the completion tokens, (B, C), through the student's own log-prob path."""
         completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
-        input_ids = torch.cat([inputs["teacher_prompt_ids"], completion_ids], dim=1)
-        attention_mask = torch.cat([inputs["teacher_prompt_mask"], completion_mask], dim=1)
+        prompt_ids, prompt_mask = inputs["teacher_prompt_ids"], inputs["teacher_prompt_mask"]
         gc_kwargs = self.args.gradient_checkpointing_kwargs
         with torch.no_grad(), disable_gradient_checkpointing(self.model, gc_kwargs):
             with self.teacher.scoring(self.model) as teacher_model:
+                if self._share_teacher_prefix:  # each distinct prefix encoded once (prefix_scoring.py)
+                    return shared_prefix_logps(
+                        teacher_model,
+                        prompt_ids,
+                        prompt_mask,
+                        completion_ids,
+                        completion_mask,
+                        batch_size=batch_size or completion_ids.size(0),
+                        autocast=self.accelerator.autocast,
+                    )
+                input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
+                attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
                 logps, _, _ = self._get_per_token_logps_and_entropies(
                     teacher_model, input_ids, attention_mask, completion_ids.size(1), batch_size=batch_size
                 )
