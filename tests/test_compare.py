@@ -2,6 +2,7 @@
 summarised consistently with the runs' own reports and logs; resumable; one-line spec errors."""
 
 import json
+import shutil
 import statistics
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from trl_sdar.compare import CompareSpecError, load_spec, plan_runs
 RECIPE = str(Path(__file__).parent / "data" / "tiny_webshop.yaml")
 ROOT = Path(__file__).parent.parent
 PNG = b"\x89PNG\r\n\x1a\n"
+_OVERRIDES = {"max_steps": 2, "save_strategy": "steps", "save_steps": 1}
 
 
 @pytest.fixture(autouse=True)
@@ -28,7 +30,7 @@ def _spec(tmp_path, model: str, **changes) -> Path:
         "base_recipe": RECIPE,
         "model_name_or_path": model,
         "output_dir": str(tmp_path / "out"),
-        "overrides": {"max_steps": 2},
+        "overrides": _OVERRIDES,
         "methods": {"grpo": {"sdar_coef": 0.0}, "sdar": {}},
         "seeds": [0, 1],
         "eval": {"manifest": "webshop_builtin_eval128", "num_tasks": 3, "seeds": [0, 1]},
@@ -96,8 +98,20 @@ def test_compare_trains_evaluates_summarises_and_resumes(tmp_path, tiny_model_di
     assert stamps == {p: p.stat().st_mtime_ns for p in stamps}
     assert json.loads((out / "summary.json").read_text())["runs"] == summary["runs"]
 
+    # a run killed after its first checkpoint resumes from it; nothing else runs again
+    killed = out / "runs" / "grpo" / "seed1"
+    (killed / "train_summary.json").unlink()
+    shutil.rmtree(killed / "checkpoint-2")
+    main(["compare", str(spec_path)])
+    err = capsys.readouterr().err
+    assert "[compare] train grpo seed 1, resuming from checkpoint-1" in err and err.count("[compare] train ") == 1
+    assert f"--resume_from_checkpoint {killed / 'checkpoint-1'}" in (killed / "train.log").read_text()
+    resumed = json.loads((out / "summary.json").read_text())["runs"][1]
+    assert resumed["resumed_from"] == str(killed / "checkpoint-1") and resumed["steps"] == 2
+    assert len(resumed["step_times_s"]) == 2  # step 1 from before the kill, step 2 after
+
     # the same folder with a different recipe for a run is refused, not mixed
-    changed = _spec(tmp_path, tiny_model_dir, overrides={"max_steps": 2, "learning_rate": 0.01})
+    changed = _spec(tmp_path, tiny_model_dir, overrides={**_OVERRIDES, "learning_rate": 0.01})
     message = _error(["compare", str(changed)])
     assert "trained with a different recipe (changed: learning_rate)" in message
 
@@ -192,3 +206,25 @@ def test_base_recipe_with_unknown_key_is_refused(tmp_path):
     recipe.write_text(Path(RECIPE).read_text() + "lerning_rate: 0.1\n")
     with pytest.raises(CompareSpecError, match="base_recipe: Unknown recipe key 'lerning_rate'. Did you mean"):
         load_spec(_spec(tmp_path, "builtin:tiny", base_recipe=str(recipe)))
+
+
+def test_failed_run_is_one_line_naming_its_log(tmp_path):
+    # the training subprocess refuses this recipe; compare stops with its error and the log's path
+    spec = _spec(tmp_path, "builtin:tiny", methods={"bad": {"sdar_coef": 0.0, "rl_loss_coef": 0.5}}, seeds=[0])
+    message = _error(["compare", str(spec)])
+    log = tmp_path / "out" / "runs" / "bad" / "seed0" / "train.log"
+    assert "training bad seed 0 failed (exit 1)" in message and f"(log: {log})" in message
+    assert "rl_loss_coef=0.5 has no effect with sdar_coef=0.0" in message
+
+
+def test_skill_grpo_is_evaluated_with_skills_before_and_after(tmp_path, monkeypatch):
+    from trl_sdar.compare import runner
+
+    spec = load_spec(_spec(tmp_path, "builtin:tiny", methods={"skill_grpo": {"sdar_coef": 0.0,
+                                                                         "student_sees_skills": True}}))  # fmt: skip
+    plan = plan_runs(spec)[0]
+    assert plan.recipe["student_sees_skills"] is True
+    argv = runner.eval_argv(spec, str(plan.run_dir), runner.eval_manifest(spec), True)
+    assert argv[-1] == "--student-skills" and argv[argv.index("--max-turns") + 1] == "2"
+    assert argv[argv.index("--rollout-unit") + 1] == "episode" and argv[argv.index("--max-turn-tokens") + 1] == "8"
+    assert "--student-skills" not in runner.eval_argv(spec, "m", "x", False)
