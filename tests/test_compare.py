@@ -110,6 +110,15 @@ def test_compare_trains_evaluates_summarises_and_resumes(tmp_path, tiny_model_di
     assert resumed["resumed_from"] == str(killed / "checkpoint-1") and resumed["steps"] == 2
     assert len(resumed["step_times_s"]) == 2  # step 1 from before the kill, step 2 after
 
+    # changed evaluation settings re-evaluate every model and train nothing
+    main(
+        ["compare", str(_spec(tmp_path, tiny_model_dir, eval={"manifest": "webshop_builtin_eval128", "num_tasks": 2}))]
+    )
+    err = capsys.readouterr().err
+    assert err.count("[compare] eval ") == 5 and "[compare] train " not in err
+    again = json.loads((out / "summary.json").read_text())
+    assert again["eval"]["num_tasks"] == 2 and all(len(r["success_after_per_eval_seed"]) == 1 for r in again["runs"])
+
     # the same folder with a different recipe for a run is refused, not mixed
     changed = _spec(tmp_path, tiny_model_dir, overrides={**_OVERRIDES, "learning_rate": 0.01})
     message = _error(["compare", str(changed)])
@@ -228,3 +237,29 @@ def test_skill_grpo_is_evaluated_with_skills_before_and_after(tmp_path, monkeypa
     assert argv[-1] == "--student-skills" and argv[argv.index("--max-turns") + 1] == "2"
     assert argv[argv.index("--rollout-unit") + 1] == "episode" and argv[argv.index("--max-turn-tokens") + 1] == "8"
     assert "--student-skills" not in runner.eval_argv(spec, "m", "x", False)
+
+
+def test_method_figures_plot_the_seed_mean_and_band(tmp_path):
+    from trl_sdar.plotting import build_method_figures, method_eval_figure
+
+    def run(name, gaps, success):
+        folder = tmp_path / name
+        folder.mkdir()
+        history = [{"step": i + 1, "loss": 0.0, "sdar/teacher_gap_mean": g, "env/webshop/success": s}
+                   for i, (g, s) in enumerate(zip(gaps, success))]  # fmt: skip
+        (folder / "log_history.json").write_text(json.dumps(history))
+        return folder
+
+    groups = {"sdar": [run("a", [-0.1, -0.2], [0.0, 0.5]), run("b", [-0.3, -0.4], [1.0, 0.5])],
+              "grpo": [run("c", [-0.5, -0.5], [0.0, 0.0])]}  # fmt: skip
+    (fig,) = build_method_figures(groups).values()
+    success_ax, gap_ax = fig.axes  # no reward or gate logged: those panels are left out
+    sdar_line = gap_ax.lines[0]
+    assert sdar_line.get_label() == "sdar (n=2)" and list(sdar_line.get_ydata()) == pytest.approx([-0.2, -0.3])
+    band = gap_ax.collections[0].get_paths()[0].vertices[:, 1]
+    assert min(band) == pytest.approx(-0.4) and max(band) == pytest.approx(-0.1)
+    assert list(success_ax.lines[0].get_ydata()) == pytest.approx([0.5, 0.5])
+    bars = method_eval_figure({"sdar": 0.25, "grpo": 0.25}, {"sdar": [0.5, 1.0], "grpo": [0.0]}).axes[0].patches
+    assert [b.get_height() for b in bars] == pytest.approx([0.25, 0.75, 0.25, 0.0])
+    with pytest.raises(ValueError, match="at least one run directory"):
+        build_method_figures({"sdar": []})

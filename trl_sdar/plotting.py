@@ -375,14 +375,13 @@ def build_method_figures(groups: dict[str, Sequence[str | Path]], smooth: float 
 def method_eval_figure(before: dict[str, float], after: dict[str, Sequence[float]]) -> Figure:
     """Evaluation success per method: the starting model's (hollow bar) and each seed's trained model (dots) with
     their mean (filled bar)."""
-    fig, (ax,) = _new_figure(1, None, panel_width=max(5.0, 1.2 * len(after) + 2.0))
+    fig, (ax,) = _new_figure(1, None, panel_width=max(7.0, 1.2 * len(after) + 2.0))
     for index, (method, values) in enumerate(after.items()):
         color = _color(index)
         ax.bar(index - 0.2, before[method], width=0.4, facecolor="none", edgecolor=color, label=None)
         ax.bar(index + 0.2, sum(values) / len(values), width=0.4, color=color, alpha=0.6)
         ax.scatter([index + 0.2] * len(values), values, color="black", s=12, zorder=3)
     ax.set_xticks(range(len(after)), list(after), rotation=20, ha="right")
-    ax.set(title="Evaluation success: start (hollow) → trained (filled: mean, dots: seeds)", ylabel="success",
-           ylim=(0.0, 1.05))  # fmt: skip
+    ax.set(title="Eval success: start (hollow) → trained (mean bar, seed dots)", ylabel="success", ylim=(0.0, 1.05))
     ax.grid(alpha=0.3, axis="y")
     return fig
