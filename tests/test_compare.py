@@ -193,7 +193,7 @@ def test_bad_yaml_and_missing_fields(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["quickstart_cpu", "alfworld_qwen2.5-3b"])
-def test_shipped_specs_plan_the_paper_baselines(name, capsys, monkeypatch):
+def test_shipped_specs_plan_the_paper_baselines(name, capsys, monkeypatch, tmp_path):
     monkeypatch.chdir(ROOT)  # recipes name their base recipe and accelerate config relative to the repository
     spec = load_spec(ROOT / "recipes" / "compare" / f"{name}.yaml")
     assert len(spec.seeds) >= 3
@@ -205,9 +205,18 @@ def test_shipped_specs_plan_the_paper_baselines(name, capsys, monkeypatch):
     if name.startswith("alfworld"):
         assert all(p.recipe["accelerate_config"] == "recipes/accelerate/deepspeed_zero2.yaml" for p in plans)
         assert spec.eval.manifest == "alfworld_builtin_eval128" and spec.eval.seeds == (0, 1, 2)
-    main(["compare", str(ROOT / "recipes" / "compare" / f"{name}.yaml"), "--dry-run"])
+    else:  # a CPU recipe parses here as `trl-sdar train` will parse it (the GPU ones need bf16 hardware)
+        from trl_sdar.launch import parse_train_args
+
+        for plan in plans[:: len(spec.seeds)]:
+            recipe = tmp_path / f"{plan.method}.yaml"
+            recipe.write_text(yaml.safe_dump(plan.recipe))
+            script, training, _, launch, _ = parse_train_args(["--config", str(recipe)])
+            assert training.seed == plan.seed and script.rollout_unit == "turn" and launch == []
+    main(["compare", str(ROOT / "recipes" / "compare" / f"{name}.yaml"), "--dry-run", "--output-dir", str(tmp_path)])
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == len(plans) + 1 and all(line.startswith("trl-sdar train --config") for line in lines[:-1])
+    assert all(str(tmp_path / "runs") in line for line in lines[:-1])
 
 
 def test_base_recipe_with_unknown_key_is_refused(tmp_path):
