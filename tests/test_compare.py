@@ -233,6 +233,9 @@ def test_failed_run_is_one_line_naming_its_log(tmp_path):
     log = tmp_path / "out" / "runs" / "bad" / "seed0" / "train.log"
     assert "training bad seed 0 failed (exit 1)" in message and f"(log: {log})" in message
     assert "rl_loss_coef=0.5 has no effect with sdar_coef=0.0" in message
+    from trl_sdar.compare.runner import _exit_reason
+
+    assert _exit_reason(-9).startswith("killed by signal 9 (SIGKILL: often the out-of-memory killer")
 
 
 def test_skill_grpo_is_evaluated_with_skills_before_and_after(tmp_path, monkeypatch):

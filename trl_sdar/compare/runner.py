@@ -77,6 +77,13 @@ def _last_error_line(log: Path) -> str:
     return (errors or lines or ["(no output)"])[-1][:400]
 
 
+def _exit_reason(code: int) -> str:
+    if code >= 0:
+        return f"exit {code}"
+    oom = " (SIGKILL: often the out-of-memory killer; bound max_tokens_per_backward)" if code == -9 else ""
+    return f"killed by signal {-code}{oom}"
+
+
 def train_run(plan: RunPlan, progress: Progress) -> dict[str, Any]:
     """Train one run unless it is finished; returns its `compare_run.json` record (wall time, command, skipped)."""
     _check_same_recipe(plan)
@@ -100,9 +107,8 @@ def train_run(plan: RunPlan, progress: Progress) -> dict[str, Any]:
         code = subprocess.call(command, stdout=handle, stderr=subprocess.STDOUT, env=_child_env())
     wall = time.perf_counter() - start
     if code != 0 or not is_finished(plan.run_dir):
-        raise CompareRunError(
-            f"training {plan.method} seed {plan.seed} failed (exit {code}): {_last_error_line(log)} (log: {log})"
-        )
+        raise CompareRunError(f"training {plan.method} seed {plan.seed} failed ({_exit_reason(code)}): "
+                              f"{_last_error_line(log)} (log: {log})")  # fmt: skip
     record = {"wall_s": round(wall, 3), "command": command, "resumed_from": str(resume) if resume else None}
     record_path.write_text(json.dumps(record, indent=1))
     progress(f"trained {plan.method} seed {plan.seed} in {wall:.1f} s")
