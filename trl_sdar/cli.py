@@ -228,6 +228,29 @@ def run_plot(args: argparse.Namespace) -> list[Path]:
     return paths
 
 
+def _add_compare(sub) -> None:
+    p = sub.add_parser("compare", help="methods × seeds from one starting model, evaluated on a pinned manifest")
+    p.add_argument("spec", type=Path, help="comparison spec (YAML), e.g. recipes/compare/quickstart_cpu.yaml")
+    p.add_argument("--output-dir", type=Path, default=None, help="replaces the spec's output_dir")
+    p.add_argument("--dry-run", action="store_true", help="print the runs and the evaluation; run nothing")
+    p.add_argument("--smooth", type=_smoothing, default=0.0, help="EMA smoothing of the plotted curves")
+    p.set_defaults(func=run_compare)
+
+
+def run_compare(args: argparse.Namespace) -> dict | None:
+    from .compare import CompareRunError, CompareSpecError, dry_run, load_spec
+    from .compare import run_compare as compare
+
+    try:
+        spec = load_spec(args.spec, args.output_dir)
+        if args.dry_run:
+            print("\n".join(dry_run(spec)))
+            return None
+        return compare(spec, smooth=args.smooth)
+    except (CompareSpecError, CompareRunError, ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"trl-sdar compare: error: {' '.join(str(error).split())}") from error
+
+
 def run_train(argv: list[str]) -> None:
     """Parse the recipe; train here, or hand off to `accelerate launch` when the recipe asks for it."""
     import os
@@ -251,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("train", help="train from a YAML recipe (--config) with overrides", add_help=False)
     _add_eval(sub)
     _add_plot(sub)
+    _add_compare(sub)
     return parser
 
 

@@ -326,3 +326,62 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"reward {fmt['final_reward']} (best {fmt['best_reward']}) | "
         f"success {fmt['final_success']} (best {fmt['best_success']}) | teacher gap {fmt['last_teacher_gap']}"
     )
+
+
+# ---- several methods, each over several seeds: mean curve and a min–max band (trl-sdar compare) ----
+METHOD_PANELS: list[Panel] = [
+    ("reward", "Reward", "reward"),
+    ("success", "Episode success rate (env/*/success)", "success"),
+    ("sdar/teacher_gap_mean", "Teacher–student gap Δ", "mean Δ (nats)"),
+    ("sdar/gate_mean", "Mean gate g", "gate"),
+]
+
+
+def _seed_band(histories: Sequence[History], key: str) -> tuple[list[int], list[float], list[float], list[float]]:
+    """(steps, mean, min, max) over the seeds that logged `key` at each step (`success`: mean env success)."""
+    by_step: dict[int, list[float]] = {}
+    for history in histories:
+        steps, values = _mean_success(history) if key == "success" else _series(history, key)
+        for step, value in zip(steps, values):
+            by_step.setdefault(step, []).append(value)
+    steps = sorted(by_step)
+    return (steps, [sum(by_step[s]) / len(by_step[s]) for s in steps], [min(by_step[s]) for s in steps],
+            [max(by_step[s]) for s in steps])  # fmt: skip
+
+
+def build_method_figures(groups: dict[str, Sequence[str | Path]], smooth: float = 0.0) -> dict[str, Figure]:
+    """`methods_training.png`: reward, success, teacher gap and gate per method (label → its seeds' run dirs), the
+    mean over seeds as a line and their min–max as a band; panels no method logged are left out."""
+    if not groups or not all(groups.values()):
+        raise ValueError("every method needs at least one run directory")
+    histories = {label: [load_log_history(run) for run in runs] for label, runs in groups.items()}
+    present = [p for p in METHOD_PANELS if any(_seed_band(h, p[0])[0] for h in histories.values())]
+    if not present:
+        return {}
+    fig, axes = _new_figure(len(present), "Methods: mean over seeds, band = min–max over seeds", panel_width=5.0)
+    for ax, (key, title, ylabel) in zip(axes, present):
+        for index, (label, runs) in enumerate(histories.items()):
+            steps, mean, low, high = _seed_band(runs, key)
+            if steps:
+                ax.plot(steps, _ema(mean, smooth), color=_color(index), label=f"{label} (n={len(runs)})")
+                ax.fill_between(steps, _ema(low, smooth), _ema(high, smooth), color=_color(index), alpha=0.15,
+                                linewidth=0)  # fmt: skip
+        for level, note, color in REFERENCE_LINES.get(key, ()):
+            ax.axhline(level, color=color, linestyle="--", linewidth=1.0, alpha=0.4, label=note)
+        _finish_axis(ax, title, ylabel)
+    return {"methods_training.png": fig}
+
+
+def method_eval_figure(before: dict[str, float], after: dict[str, Sequence[float]]) -> Figure:
+    """Evaluation success per method: the starting model's (hollow bar) and each seed's trained model (dots) with
+    their mean (filled bar)."""
+    fig, (ax,) = _new_figure(1, None, panel_width=max(7.0, 1.2 * len(after) + 2.0))
+    for index, (method, values) in enumerate(after.items()):
+        color = _color(index)
+        ax.bar(index - 0.2, before[method], width=0.4, facecolor="none", edgecolor=color, label=None)
+        ax.bar(index + 0.2, sum(values) / len(values), width=0.4, color=color, alpha=0.6)
+        ax.scatter([index + 0.2] * len(values), values, color="black", s=12, zorder=3)
+    ax.set_xticks(range(len(after)), list(after), rotation=20, ha="right")
+    ax.set(title="Eval success: start (hollow) → trained (mean bar, seed dots)", ylabel="success", ylim=(0.0, 1.05))
+    ax.grid(alpha=0.3, axis="y")
+    return fig
