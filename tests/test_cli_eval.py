@@ -136,3 +136,21 @@ def test_shipped_manifest_pins_tasks(tmp_path):
     assert report["task_ids"] == list(range(128)) and report["success_rate"] == 1.0
     with pytest.raises(SystemExit, match="alfworld_builtin_eval128"):
         main(["eval", "--policy", "expert", "--manifest", "no_such_manifest"])
+
+
+def test_load_policy_places_the_model(tiny_model_dir):
+    import torch
+
+    from trl_sdar.evaluation import load_policy
+
+    model, _ = load_policy(tiny_model_dir, device="cpu")
+    assert next(model.parameters()).device.type == "cpu" and next(model.parameters()).dtype == torch.float32
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_load_policy_uses_the_gpu_when_there_is_one(tiny_model_dir):
+    from trl_sdar.evaluation import load_policy
+
+    model, _ = load_policy(tiny_model_dir)
+    assert next(model.parameters()).device.type == "cuda"  # evaluation on the CPU made paper-scale eval unusable

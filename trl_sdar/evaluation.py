@@ -108,19 +108,25 @@ def summarize(results: Sequence[EpisodeResult]) -> dict:
     }
 
 
-def load_policy(model_path: str):
-    """(model, tokenizer) from a full model folder or a PEFT adapter checkpoint (adapter_config.json)."""
+def load_policy(model_path: str, device: str | None = None):
+    """(model, tokenizer) from a full model folder or a PEFT adapter checkpoint (adapter_config.json), on `device`
+    (default: the GPU when there is one, in bfloat16 where it supports it; else the CPU in float32)."""
     from pathlib import Path
 
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    on_gpu = device.startswith("cuda")
+    dtype = torch.bfloat16 if on_gpu and torch.cuda.is_bf16_supported() else torch.float32
     path = Path(model_path)
     if (path / "adapter_config.json").exists():
         from peft import AutoPeftModelForCausalLM
 
-        model = AutoPeftModelForCausalLM.from_pretrained(str(path)).merge_and_unload()  # inference only: merged
+        model = AutoPeftModelForCausalLM.from_pretrained(str(path), dtype=dtype).merge_and_unload()  # merged
     else:
-        model = AutoModelForCausalLM.from_pretrained(str(path))
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+    model = model.to(device)
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -139,6 +139,12 @@ class SDARTrainer(GRPOTrainer):
             environment_factory,
         )
         self.add_callback(MetricsJSONLCallback())  # <output_dir>/metrics.jsonl, appended as logged
+        if self._turn_rows and args.max_tokens_per_backward is None:
+            logger.warning(
+                "rollout_unit='turn' with max_tokens_per_backward=None: a micro-batch holds one row per turn of its "
+                "episodes and runs as one forward/backward pass, so memory grows with episode length (one SmolLM2 "
+                "step over 20 turn rows of 1k tokens took 22 GB on CPU). Set max_tokens_per_backward, e.g. 8192."
+            )
         if self._turn_rows and args.top_entropy_quantile < 1.0:
             raise ValueError(
                 f"SDARConfig.top_entropy_quantile={args.top_entropy_quantile!r} is not supported with "
