@@ -21,7 +21,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE_DIR = ROOT / "recipes"
 ACCELERATE_DIR = RECIPE_DIR / "accelerate"
-RECIPES = sorted(p for p in RECIPE_DIR.rglob("*.yaml") if ACCELERATE_DIR not in p.parents)
+SFT_RECIPES = sorted(RECIPE_DIR.rglob("sft_*.yaml"))  # `trl-sdar sft` recipes, parsed in tests/test_sft.py
+RECIPES = sorted(p for p in RECIPE_DIR.rglob("*.yaml") if ACCELERATE_DIR not in p.parents and p not in SFT_RECIPES)
 BENCH_RECIPES = [p for p in RECIPES if p.parent.name != "quickstart"]
 CPU_OVERRIDES = ["--bf16", "false", "--use_cpu", "true", "--use_vllm", "false"]
 
@@ -60,8 +61,9 @@ SERVER_MAY_CHANGE = {"vllm_server_host"}  # same machine: in the recipe; another
 QUICKSTART = {"model_name_or_path": "builtin:smollm2", "env_name": "alfworld", "env_difficulty": "easy",
               "use_peft": True, "lora_r": 8, "lora_target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
               "use_cpu": True, "bf16": False, "gradient_checkpointing": False, "use_vllm": False,
-              "num_generations": 2, "per_device_train_batch_size": 2, "max_turns": 3, "max_turn_tokens": 32,
-              "max_completion_length": 384, "max_steps": 2, "learning_rate": 1e-4, "logging_steps": 1,
+              "num_generations": 2, "per_device_train_batch_size": 2, "max_turns": 3, "max_turn_tokens": 48,
+              "max_completion_length": 48, "rollout_unit": "turn", "history_window": 2, "max_steps": 2,
+              "learning_rate": 1e-4, "logging_steps": 1,
               "save_strategy": "no", "report_to": "none", "num_train_tasks": 4, "env_workers": 4}  # fmt: skip
 
 ACCELERATE_EXPECTED = {  # file → (distributed_type, num_processes, mixed_precision, use_cpu)

@@ -193,7 +193,8 @@ def _run_eval(args: argparse.Namespace) -> dict:
     report["manifest"] = args.manifest
     report["seconds"] = round(time.perf_counter() - start, 2)
     spread = f" ± {report['success_rate_std']:.3f}" if "success_rate_std" in report else ""
-    print(f"{env_name} / {who}: success {report['success_rate']:.3f}{spread}, score {report['mean_score']:.3f} "
+    valid = f", valid format {report['valid_format_rate']:.3f}"
+    print(f"{env_name} / {who}: success {report['success_rate']:.3f}{spread}, score {report['mean_score']:.3f}{valid} "
           f"over {len(task_ids)} tasks ({report['seconds']} s)")  # fmt: skip
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -268,10 +269,23 @@ def run_train(argv: list[str]) -> None:
         raise SystemExit(f"trl-sdar train: error: {' '.join(str(error).split())}") from error
 
 
+def run_sft(argv: list[str]) -> None:
+    """`trl-sdar sft`: expert demonstrations → supervised warm start (trl_sdar/sft)."""
+    from .sft import parse_sft_args
+    from .sft import run_sft as sft
+    from .train import RecipeError
+
+    try:
+        sft(*parse_sft_args(argv))
+    except (RecipeError, ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"trl-sdar sft: error: {' '.join(str(error).split())}") from error
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(prog="trl-sdar", description="SDAR training and evaluation for TRL.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
     sub.add_parser("train", help="train from a YAML recipe (--config) with overrides", add_help=False)
+    sub.add_parser("sft", help="warm start: SFT on expert demonstrations (--config recipe, overrides)", add_help=False)
     _add_eval(sub)
     _add_plot(sub)
     _add_compare(sub)
@@ -282,6 +296,9 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["train"]:
         run_train(argv[1:])
+        return
+    if argv[:1] == ["sft"]:
+        run_sft(argv[1:])
         return
     args = build_parser().parse_args(argv)
     args.func(args)

@@ -27,6 +27,7 @@ class EpisodeResult:
     score: float
     turns: int
     error: str = ""
+    invalid_turns: int = 0  # model turns that failed the format check (scripted policies: 0)
 
 
 def random_action(observation: Observation, env: AgentEnv, rng: random.Random) -> str:
@@ -99,6 +100,7 @@ def summarize(results: Sequence[EpisodeResult]) -> dict:
         "success_rate": sum(r.won for r in results) / n,
         "mean_score": sum(r.score for r in results) / n,
         "mean_turns": sum(r.turns for r in results) / n,
+        "valid_format_rate": 1.0 - sum(r.invalid_turns for r in results) / max(sum(r.turns for r in results), 1),
         "env_errors": sum(bool(r.error) for r in results),
         "per_task_type": {
             t: {"num_tasks": len(rs), "success_rate": sum(r.won for r in rs) / len(rs)}
@@ -186,7 +188,8 @@ def evaluate_model(
             chunk = slice(start, start + batch_size)
             episodes = rollout.run(task_ids[chunk], prompts[chunk], generator, turns, budget)
             results += [
-                EpisodeResult(e.task.task_id, e.task.task_type, e.won, e.score, e.turns, e.error) for e in episodes
+                EpisodeResult(e.task.task_id, e.task.task_type, e.won, e.score, e.turns, e.error, e.invalid_turns)
+                for e in episodes
             ]
             done += len(episodes)
             if progress:
@@ -198,6 +201,7 @@ def evaluate_model(
         "success_rate": statistics.fmean(rates),
         "success_rate_std": statistics.pstdev(rates),
         "mean_score": statistics.fmean(s["mean_score"] for s in per_seed),
+        "valid_format_rate": statistics.fmean(s["valid_format_rate"] for s in per_seed),
         "per_task_type": {
             t: statistics.fmean(s["per_task_type"][t]["success_rate"] for s in per_seed if t in s["per_task_type"])
             for t in types
