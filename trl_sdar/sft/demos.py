@@ -22,10 +22,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ..agent.chat import ChatTurns
+from ..agent.generation import Generated
 from ..agent.prompts import search_action_text
+from ..agent.rollout import EnvRollout, RolloutSettings
 from ..envs.base import AgentEnv, Task
-from ..generation import Generated
-from ..rollout import EnvRollout, RolloutSettings
 from .rationale import alfworld_rationale, search_rationale, webshop_rationale
 
 SKILLS_LAYOUTS = ("teacher", "student")
