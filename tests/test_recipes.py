@@ -22,7 +22,12 @@ ROOT = Path(__file__).resolve().parents[1]
 RECIPE_DIR = ROOT / "recipes"
 ACCELERATE_DIR = RECIPE_DIR / "accelerate"
 SFT_RECIPES = sorted(RECIPE_DIR.rglob("sft_*.yaml"))  # `trl-sdar sft` recipes, parsed in tests/test_sft.py
-RECIPES = sorted(p for p in RECIPE_DIR.rglob("*.yaml") if ACCELERATE_DIR not in p.parents and p not in SFT_RECIPES)
+COMPARE_DIR = RECIPE_DIR / "compare"  # `trl-sdar compare` specs, checked in tests/test_compare.py
+RECIPES = sorted(
+    p
+    for p in RECIPE_DIR.rglob("*.yaml")
+    if ACCELERATE_DIR not in p.parents and COMPARE_DIR not in p.parents and p not in SFT_RECIPES
+)
 BENCH_RECIPES = [p for p in RECIPES if p.parent.name != "quickstart"]
 CPU_OVERRIDES = ["--bf16", "false", "--use_cpu", "true", "--use_vllm", "false"]
 

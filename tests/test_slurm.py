@@ -29,7 +29,12 @@ NODES = ["gpu-a", "gpu-b", "gpu-c"]
 HEADS = {"Qwen/Qwen2.5-7B-Instruct": (28, 4), "Qwen/Qwen2.5-3B-Instruct": (16, 2), "Qwen/Qwen3-1.7B": (16, 8)}
 
 RECORDER = """#!{python}
-import json, os, sys
+import json, os, sys, time
+if {program!r} == "trl-sdar":  # like the real trainer, wait for the server (started in the background) to be up
+    for _ in range(200):
+        if os.path.exists(os.environ["SLURM_RECORD"]) and '"trl"' in open(os.environ["SLURM_RECORD"]).read():
+            break
+        time.sleep(0.05)
 with open(os.environ["SLURM_RECORD"], "a") as f:
     env = os.environ.get
     record = {{"program": {program!r}, "argv": sys.argv[1:], "node": env("SLURMD_NODENAME"),
