@@ -271,7 +271,7 @@ class SDARTrainer(GRPOTrainer):
         """A row that trains nothing: one prompt and one completion token, both masked out of every loss."""
         pad = self._tokenizer.pad_token_id
         row = {**template, "prompt_ids": [pad], "completion_ids": [self._tokenizer.eos_token_id], "env_mask": [0]}
-        return {**row, "env_reward": None, self.args.teacher_context_column: None, "turn_padding": True}
+        return {**row, "env_reward": None, self.args.teacher_context_column: None}
 
     def _turn_advantages(self, local: list[tuple], offset: int, target: int, like: torch.Tensor) -> torch.Tensor:
         """The reference's GRPO advantages over the turn rows of all processes (`local`: this process's (group,
