@@ -157,11 +157,3 @@ def turn_loss_factor(
     if loss_type in ("dapo", "cispo", "vespo"):
         return 1.0
     raise ValueError(f"Unknown loss_type {loss_type!r} for turn rows.")
-
-
-def turn_entropy_factor(
-    *, tokens: float, tokens_in_batch: float, num_processes: int, steps_per_generation: int
-) -> float:
-    """Factor that turns TRL's entropy bonus of a chunk (its token mean / GA) into the chunk's share of the token
-    mean over the whole generation batch."""
-    return num_processes * steps_per_generation * max(tokens, 1.0) / max(tokens_in_batch, 1.0)

@@ -10,6 +10,10 @@ from dataclasses import dataclass, field
 
 from trl import ScriptArguments
 
+from .agent.parsing import PARSERS
+from .agent.rollout import ROLLOUT_UNITS
+from .agent.turn_rows import ADVANTAGE_SCOPES
+
 SKILL_MODES = ("rules", "all", "bm25", "embedding", "none")
 ENV_SOURCES = ("builtin", "real")
 DIFFICULTIES = ("easy", "default")
@@ -119,9 +123,9 @@ class SDARScriptArguments(ScriptArguments):
             "env_source": ENV_SOURCES,
             "env_difficulty": DIFFICULTIES,
             "skills": SKILL_MODES,
-            "rollout_unit": ("episode", "turn"),
-            "parser": ("reference", "strict"),
-            "advantage_over": ("turns", "episodes"),
+            "rollout_unit": ROLLOUT_UNITS,
+            "parser": PARSERS,
+            "advantage_over": ADVANTAGE_SCOPES,
         }
         for name, valid in checks.items():
             if getattr(self, name) not in valid:

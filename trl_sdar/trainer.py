@@ -25,7 +25,6 @@ from .losses import (
     rlsd_lambda,
     sdar_per_token_loss,
     skill_sd_per_token_loss,
-    turn_entropy_factor,
     turn_loss_factor,
 )
 from .metrics_log import MetricsJSONLCallback
@@ -441,19 +440,18 @@ class SDARTrainer(GRPOTrainer):
         mask = inputs["completion_mask"]
         return mask * inputs["tool_mask"] if "tool_mask" in inputs else mask
 
-    def _turn_factor(self, inputs) -> float:
-        """`losses.turn_loss_factor` for turn rows (1.0 otherwise)."""
+    def _turn_factor(self, inputs, loss_type: str | None = None) -> float:
+        """`losses.turn_loss_factor` of this chunk for turn rows (1.0 otherwise); `loss_type` defaults to GRPO's."""
         if "num_rows_in_batch" not in inputs:
             return 1.0
-        training = self.model.training
         return turn_loss_factor(
-            self.loss_type,
+            loss_type or self.loss_type,
             rows=inputs["prompt_ids"].size(0),
             tokens=float(self._trained_mask(inputs).sum()),
             rows_in_batch=float(inputs["num_rows_in_batch"]),
             tokens_in_batch=float(inputs["num_items_in_batch"]),
             num_processes=self.accelerator.num_processes,
-            steps_per_generation=self.args.steps_per_generation if training else 1,
+            steps_per_generation=self.args.steps_per_generation if self.model.training else 1,
         )
 
     def _applied_entropy_coef(self) -> float:
@@ -472,12 +470,7 @@ class SDARTrainer(GRPOTrainer):
         mask = self._trained_mask(inputs).to(entropies.dtype)
         accumulation = self.current_gradient_accumulation_steps if self.model.training else 1
         bonus = (entropies * mask).sum() / mask.sum().clamp(min=1.0) / accumulation  # exactly TRL's term
-        entropy_factor = turn_entropy_factor(
-            tokens=float(mask.sum()),
-            tokens_in_batch=float(inputs["num_items_in_batch"]),
-            num_processes=self.accelerator.num_processes,
-            steps_per_generation=self.args.steps_per_generation if self.model.training else 1,
-        )
+        entropy_factor = self._turn_factor(inputs, "bnpo")  # a token mean: the bnpo share of the batch
         return factor * (loss + entropy_coef * bonus) - entropy_factor * entropy_coef * bonus
 
     def _log_gate_metrics(self, mode: str, per_token, gate, gap, mask, nonfinite: torch.Tensor) -> None:

@@ -30,6 +30,7 @@ from .episode import Episode, TurnRecord
 from .generation import Generated, Generator, make_generator
 from .parsing import PARSERS, ParsedTurn, parse_turn
 from .prompts import STEP_TEMPLATES, StepView, search_action_text, step_prompt
+from .turn_rows import ADVANTAGE_SCOPES
 
 logger = logging.getLogger(__name__)
 INVALID_FORMAT_FEEDBACK = "Invalid response: reason inside <think>…</think>, then answer with the required tags."
@@ -67,8 +68,10 @@ class RolloutSettings:
             )
         if self.parser not in PARSERS:
             raise ValueError(f"parser={self.parser!r} is not valid; expected one of {list(PARSERS)}.")
-        if self.advantage_over not in ("turns", "episodes"):
-            raise ValueError(f"advantage_over={self.advantage_over!r} is not valid; expected 'turns' or 'episodes'.")
+        if self.advantage_over not in ADVANTAGE_SCOPES:
+            raise ValueError(
+                f"advantage_over={self.advantage_over!r} is not valid; expected one of {list(ADVANTAGE_SCOPES)}."
+            )
         if self.history_window < 0:
             raise ValueError(f"history_window={self.history_window!r} is not valid; expected an integer >= 0.")
         if self.max_turn_tokens < 1:

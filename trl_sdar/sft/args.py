@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..agent.parsing import PARSERS
+from ..agent.rollout import ROLLOUT_UNITS
+from ..config import CONTEXT_PLACEMENTS
 from ..script_args import DIFFICULTIES, ENV_SOURCES, SKILL_MODES
 from .demos import SKILLS_LAYOUTS
 
@@ -93,9 +96,9 @@ class WarmStartArguments:
             "env_difficulty": DIFFICULTIES,
             "skills": SKILL_MODES,
             "skills_layout": SKILLS_LAYOUTS,
-            "teacher_context_placement": ("prefix", "system"),
-            "rollout_unit": ("turn", "episode"),
-            "parser": ("reference", "strict"),
+            "teacher_context_placement": CONTEXT_PLACEMENTS,
+            "rollout_unit": ROLLOUT_UNITS,
+            "parser": PARSERS,
         }
         for name, valid in checks.items():
             if getattr(self, name) not in valid:
