@@ -22,7 +22,7 @@ def resolve_model_path(name: str | None) -> str:
     """A local model folder for `model_name_or_path`: built-in aliases, local folders, or (online) a hub id."""
     if not name:
         raise RecipeError(
-            "model_name_or_path is required (a local folder, a hub id, or builtin:tiny|builtin:smollm2)."
+            "model_name_or_path is required (a local folder, a hub id, or builtin:tiny|builtin:smollm2|builtin:scratch)."
         )
     if name == "builtin:tiny":
         from .pretrained import default_cache_dir
@@ -34,6 +34,10 @@ def resolve_model_path(name: str | None) -> str:
         from .pretrained import smollm2_model_dir
 
         return str(smollm2_model_dir())
+    if name == "builtin:scratch":
+        from .scratch_model import scratch_model_dir
+
+        return str(scratch_model_dir())
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():

@@ -17,6 +17,7 @@ from trl.trainer.utils import get_config_model_id
 
 from .agent.turn_rows import padded_row_count, row_multiple, turn_advantages
 from .checkpoint import load_training_state, save_training_state
+from .cpu_head import enable_compact_cpu_head
 from .config import SDARConfig
 from .losses import (
     aggregate_like_grpo,
@@ -121,6 +122,7 @@ class SDARTrainer(GRPOTrainer):
         elif not isinstance(args, SDARConfig):
             kind = type(args).__name__ if isinstance(args, GRPOConfig) else repr(type(args))
             raise TypeError(f"SDARTrainer needs `args` to be a trl_sdar.SDARConfig, got {kind}; use SDARConfig.")
+        enable_compact_cpu_head()  # CPU: TRL's fused head scores only the completion tokens (see cpu_head.py)
         super().__init__(
             model,
             reward_funcs,

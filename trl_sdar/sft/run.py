@@ -99,6 +99,7 @@ def run_sft(warm: WarmStartArguments, training, model_args) -> Path:
     from transformers import AutoTokenizer
     from trl import SFTTrainer, get_peft_config
 
+    from ..cpu_head import enable_compact_cpu_head
     from ..train import RecipeError, resolve_model_path
 
     if not torch.cuda.is_available() and (training.bf16 or training.fp16):
@@ -112,6 +113,7 @@ def run_sft(warm: WarmStartArguments, training, model_args) -> Path:
     dataset = to_dataset(demos, training.max_length)
     render_s = time.perf_counter() - start
     training.completion_only_loss = True  # loss on the expert's turns only
+    enable_compact_cpu_head()  # CPU: the output layer runs on the completion positions only (see cpu_head.py)
     if model_args.dtype is not None:
         training.model_init_kwargs = {**(training.model_init_kwargs or {}), "dtype": model_args.dtype}
     peft_config = get_peft_config(model_args)

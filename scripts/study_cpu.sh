@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The two CPU studies of docs/results.md, from the repository root, offline, on the built-in ALFWorld (easy rooms):
+#   1. scratch: warm start of the small study model (builtin:scratch, trained from random initialisation), then
+#      GRPO, naive GRPO+OPSD and SDAR x 3 seeds from it (recipes/compare/scratch_alfworld_cpu.yaml);
+#   2. smollm2: warm start of SmolLM2-135M-Instruct + LoRA, then GRPO and SDAR, one seed each
+#      (recipes/compare/smollm2_alfworld_cpu.yaml).
+# Usage: bash scripts/study_cpu.sh [scratch|smollm2|all]   (default all; the two run one after the other)
+# Every step is resumable: a finished warm start is kept, and `trl-sdar compare` skips finished runs and
+# evaluations. Results: outputs/study/compare_{scratch,smollm2}/{summary.json,results.md,plots/}.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export TRL_EXPERIMENTAL_SILENCE=1
+BIN=${BIN:-.venv/bin}
+which=${1:-all}
+
+warm_start() {  # <output folder> <sft arguments…>: skipped when the folder already holds a finished warm start
+    local out=$1; shift
+    if [[ -f "$out/sft_summary.json" ]]; then
+        echo "[study] warm start $out exists: kept"
+    else
+        "$BIN/trl-sdar" sft "$@" --output_dir "$out"
+    fi
+}
+
+if [[ $which == scratch || $which == all ]]; then
+    warm_start outputs/study/scratch_sft --config recipes/study/sft_scratch_alfworld_cpu.yaml
+    "$BIN/trl-sdar" compare recipes/compare/scratch_alfworld_cpu.yaml
+fi
+if [[ $which == smollm2 || $which == all ]]; then
+    warm_start outputs/study/smollm2_sft --config recipes/quickstart/sft_smollm2_alfworld_cpu.yaml \
+        --num_demos 32 --max_steps 16
+    "$BIN/trl-sdar" compare recipes/compare/smollm2_alfworld_cpu.yaml
+fi
