@@ -29,6 +29,6 @@ if [[ $which == scratch || $which == all ]]; then
 fi
 if [[ $which == smollm2 || $which == all ]]; then
     warm_start outputs/study/smollm2_sft --config recipes/quickstart/sft_smollm2_alfworld_cpu.yaml \
-        --num_demos 32 --max_steps 16
+        --num_demos 64 --max_steps 32
     "$BIN/trl-sdar" compare recipes/compare/smollm2_alfworld_cpu.yaml
 fi

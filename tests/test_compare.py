@@ -62,6 +62,8 @@ def test_compare_trains_evaluates_summarises_and_resumes(tmp_path, tiny_model_di
         assert after["model"] == str(run) and after["task_ids"] == [0, 1, 2]
         assert row["success_after"] == after["success_rate"] and row["score_after"] == after["mean_score"]
         assert row["success_before"] == base["success_rate"]
+        assert (row["valid_format_before"], row["valid_format_after"]) == (
+            base["valid_format_rate"], after["valid_format_rate"])  # fmt: skip
         assert row["success_gain"] == pytest.approx(after["success_rate"] - base["success_rate"])
         history = json.loads((run / "log_history.json").read_text())
         step_times = _finite(history, "step_time")

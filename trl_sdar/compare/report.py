@@ -16,6 +16,8 @@ SEED_METRICS = (
     "success_gain",
     "score_before",
     "score_after",
+    "valid_format_before",
+    "valid_format_after",
     "train_wall_s",
     "train_runtime_s",
     "median_step_time_s",
@@ -53,6 +55,8 @@ def seed_result(method: str, seed: int, run_dir: Path, record: dict, before: dic
         "success_after_per_eval_seed": [s["success_rate"] for s in after["per_seed"]],
         "score_before": before["mean_score"],
         "score_after": after["mean_score"],
+        "valid_format_before": before.get("valid_format_rate"),
+        "valid_format_after": after.get("valid_format_rate"),
         "train_wall_s": record.get("wall_s"),
         "train_runtime_s": _train_runtime(run_dir),
         "median_step_time_s": statistics.median(step_times) if step_times else None,
@@ -146,14 +150,15 @@ def results_markdown(summary: dict, figures: list[Path]) -> str:
         )
     lines += [
         "",
-        "| method | seed | steps | success before → after | score after | train wall (s) | median step (s) | "
-        "final teacher gap | final gate |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| method | seed | steps | success before → after | valid format before → after | score after | "
+        "train wall (s) | median step (s) | final teacher gap | final gate |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in summary["runs"]:
         lines.append(
             f"| {row['method']} | {row['seed']} | {row['steps']} | {_fmt(row['success_before'])} → "
-            f"{_fmt(row['success_after'])} | {_fmt(row['score_after'])} | {_fmt(row['train_wall_s'], 1)} | "
+            f"{_fmt(row['success_after'])} | {_fmt(row['valid_format_before'])} → {_fmt(row['valid_format_after'])} | "
+            f"{_fmt(row['score_after'])} | {_fmt(row['train_wall_s'], 1)} | "
             f"{_fmt(row['median_step_time_s'], 2)} | {_fmt(row['final_teacher_gap'])} | "
             f"{_fmt(row['final_gate_mean'])} |"
         )
