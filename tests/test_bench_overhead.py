@@ -1,4 +1,5 @@
-"""scripts/bench_overhead.py on the tiny model: arms step in turn, numbers are real, the teacher bench compares."""
+"""scripts/bench_overhead.py and bench_sweep.py on the tiny model: arms step in turn, numbers are real, the teacher
+bench compares, turn rows share their task's context, a sweep keeps and skips finished points."""
 
 import importlib.util
 import json
@@ -9,15 +10,26 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench_overhead.py"
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the script runs
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_overhead", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the script runs
-    spec.loader.exec_module(module)
+    return _load("bench_overhead")
+
+
+@pytest.fixture(scope="module")
+def sweep(bench):
+    module = _load("bench_sweep")
+    assert module.bench is bench  # the sweep runs this very module's run_benchmark (monkeypatched below)
     return module
 
 
@@ -77,6 +89,8 @@ def test_cli_rejects_bad_settings(bench):
         bench.parse_args(["--kinds", "live,frozen"])
     with pytest.raises(SystemExit):
         bench.parse_args(["--batch", "6", "--num-generations", "4"])
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--layout", "turn", "--turns", "0"])
     settings, output = bench.parse_args(["--kinds", "base", "--unshared", "--layout", "episode"])
     assert bench.arm_names(settings) == [
         "grpo", "sdar-base", "sdar-base-unshared"
@@ -94,3 +108,97 @@ def test_teacher_only_scores_one_batch_with_every_kind(bench, tmp_path):
         assert t["rows"] == 4 and t["shared_s"] > 0 and t["unshared_s"] > 0, kind
         assert t["tokens_read_shared"] < t["tokens_read_unshared"] / 1.5 and t["max_abs_logp_diff"] <= 1e-5, kind
     assert "teacher base" in bench.format_table(report)
+
+
+def test_turn_layout_rows_are_turns_of_episodes_under_their_task_context(bench, tiny_model_dir, tmp_path):
+    settings = bench.Settings(
+        model="tiny", finetune="lora", layout="turn", kinds="live", batch=4, num_generations=2,
+        max_completion_length=8, context_tokens=1850, turns=3,
+    )  # fmt: skip  # the general skills take 1793 tiny-tokens: past them, each task type's own skills follow
+    trainer = bench.build_trainer("sdar-live", tiny_model_dir, settings, str(tmp_path))
+    trainer.model.train()
+    episodes = next(iter(trainer.get_train_dataloader()))
+    batch = trainer._generate_and_score_completions(episodes)
+    rows, turns = settings.batch * settings.turns, settings.turns
+    assert batch["prompt_ids"].size(0) == rows and float(batch["num_rows_in_batch"]) == rows  # no padding row
+    assert batch["completion_mask"].sum(1).tolist() == [8] * rows  # completions forced to full length
+    tokenizer, contexts = trainer.processing_class, {}
+    for row in range(rows):
+        task = episodes[row // turns]  # rows come episode by episode, turn by turn
+        context = trainer._context_tokenizer(bench.skill_context(tokenizer, task["task_type"], 1850))
+        teacher = batch["teacher_prompt_ids"][row][batch["teacher_prompt_mask"][row].bool()].tolist()
+        prompt = batch["prompt_ids"][row][batch["prompt_mask"][row].bool()].tolist()
+        assert teacher == context + prompt, row
+        contexts.setdefault(task["task_id"], set()).add(tuple(context))
+        text = tokenizer.decode(prompt)
+        if row % turns:  # a later step: its number and the last (at most 2) steps of history
+            assert f"This is step {row % turns + 1}." in text and f"Your last {min(row % turns, 2)} " in text, row
+    # two tasks (one per GRPO group of 2 episodes), each with one context for all its rows, different from the other's
+    assert [e["task_id"] for e in episodes][::2] == [e["task_id"] for e in episodes][1::2]
+    assert len(contexts) == 2 and all(len(c) == 1 for c in contexts.values())
+    assert len(set.union(*contexts.values())) == 2 and all(len(next(iter(c))) >= 1850 for c in contexts.values())
+    shape = bench.step_shape(batch)
+    assert shape["rows_per_step"] == rows and shape["completion_tokens_per_step"] == 8 * rows
+    assert shape["tokens_per_step"] == int(batch["prompt_mask"].sum()) + 8 * rows
+
+
+SWEEP_ARGS = [
+    "--model", "tiny", "--finetune", "lora", "--layout", "turn", "--kinds", "live", "--steps", "2", "--batch", "4",
+    "--num-generations", "2", "--max-completion-length", "8", "--turns", "2", "--teacher-repeats", "1",
+]  # fmt: skip
+
+
+def test_sweep_writes_each_point_as_it_ends_and_a_rerun_skips_it(bench, sweep, tmp_path, monkeypatch, capsys):
+    output, calls, real = tmp_path / "sweep.json", [], bench.run_benchmark
+
+    def counted(settings, *args, **kwargs):
+        calls.append(settings.context_tokens)
+        return real(settings, *args, **kwargs)
+
+    monkeypatch.setattr(bench, "run_benchmark", counted)
+    argv = SWEEP_ARGS + ["--context-tokens", "48", "--output", str(output)]
+    sweep.main(argv)
+    data, key = json.loads(output.read_text()), "context_tokens=48/finetune=lora/layout=turn"
+    assert calls == [48] and list(data["points"]) == [key] and data["failed"] == {}
+    report = data["points"][key]
+    assert report["settings"]["turns"] == 2 and report["layout"]["rows_per_step"] == 8
+    assert report["layout"]["completion_tokens_per_step"] == 64
+    ratios = report["comparison"]["sdar-live"]["ratios"]
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.split()[:3] == ["48", "lora", "turn"])
+    assert row.split()[3:] == ["8", f"{report['layout']['tokens_per_step']:,}", f"{ratios['step_time']:.2f}",
+                               f"{ratios['peak_mem']:.2f}"]  # fmt: skip
+    written = output.read_text()
+    sweep.main(argv)  # the same sweep again: nothing to run, nothing rewritten
+    assert calls == [48] and output.read_text() == written
+
+    def failing(settings, *args, **kwargs):
+        calls.append(settings.context_tokens)
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(bench, "run_benchmark", failing)
+    with pytest.raises(SystemExit, match="1 point"):
+        sweep.main(SWEEP_ARGS + ["--context-tokens", "48,96", "--output", str(output)])
+    data = json.loads(output.read_text())
+    assert calls == [48, 96] and list(data["points"]) == [key]  # only the new point ran; its failure is kept
+    assert "out of memory" in data["failed"]["context_tokens=96/finetune=lora/layout=turn"]["error"]
+    points, _ = sweep.parse_args(SWEEP_ARGS + ["--context-tokens", "48", "--steps", "3"])
+    with pytest.raises(ValueError, match="--steps 2 there vs 3 now"):
+        sweep.run_sweep(points, output)  # a file of a sweep with other settings is refused
+    assert calls == [48, 96]
+
+
+@pytest.mark.parametrize(
+    "argv, flag",
+    [
+        (["--finetune", "lora,qlora"], "--finetune='qlora'"),
+        (["--context-tokens", "250,many"], "--context-tokens='250,many'"),
+        (["--context-tokens", "500,0"], "--context-tokens=0"),
+        (["--layout", " , "], "--layout=' , '"),
+        (["--layout", "episode,turns"], "--layout='turns'"),
+        (["--turns", "0"], "--turns=0"),
+    ],
+)
+def test_sweep_rejects_bad_grid_values_naming_the_flag(sweep, argv, flag, capsys):
+    with pytest.raises(SystemExit):
+        sweep.parse_args(argv)
+    assert flag in capsys.readouterr().err
