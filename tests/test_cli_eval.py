@@ -134,6 +134,11 @@ def test_shipped_manifest_pins_tasks(tmp_path):
     main(["eval", "--policy", "expert", "--manifest", "search_qa_builtin_eval128", "--output", str(out)])
     report = json.loads(out.read_text())
     assert report["task_ids"] == list(range(128)) and report["success_rate"] == 1.0
+    main(["eval", "--policy", "expert", "--manifest", "search_qa_builtin_eval128", "--num-tasks", "5", "--output",
+          str(out)])  # fmt: skip
+    assert json.loads(out.read_text())["task_ids"] == list(range(5))  # the manifest's first 5 (was: all 128)
+    assert "more than the 128 tasks" in _error(["eval", "--policy", "expert", "--manifest",
+                                                 "search_qa_builtin_eval128", "--num-tasks", "129"])  # fmt: skip
     with pytest.raises(SystemExit, match="alfworld_builtin_eval128"):
         main(["eval", "--policy", "expert", "--manifest", "no_such_manifest"])
 

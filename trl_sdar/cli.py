@@ -73,7 +73,8 @@ def _add_eval(sub) -> None:
     p.add_argument(
         "--manifest", help="pinned task list: a JSON file or a shipped name (e.g. alfworld_builtin_eval128)"
     )
-    p.add_argument("--num-tasks", type=_POSITIVE, default=20, help="without a manifest: task ids start..start+N-1")
+    p.add_argument("--num-tasks", type=_POSITIVE, default=None,
+                   help="task ids start..start+N-1 (default 20); with --manifest: its first N tasks")  # fmt: skip
     p.add_argument("--task-start", type=_NON_NEGATIVE, default=0, help="without a manifest: first task id (default 0)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random policy (default 0)")
     p.add_argument("--seeds", type=_seed_list, default=[0], help="model: comma-separated sampling seeds (avg@k)")
@@ -139,8 +140,13 @@ def _eval_setup(args: argparse.Namespace):
         raise ValueError(f"manifest env_name={manifest['env_name']!r} is not one of {sorted(ENV_CLASSES)}")
     if manifest:
         task_ids = list(manifest["task_ids"])
+        if args.num_tasks is not None:
+            if args.num_tasks > len(task_ids):
+                raise ValueError(f"--num-tasks={args.num_tasks} is more than the {len(task_ids)} tasks of the manifest "
+                                 f"{args.manifest!r}.")  # fmt: skip
+            task_ids = task_ids[: args.num_tasks]
     else:
-        task_ids = list(range(args.task_start, args.task_start + args.num_tasks))
+        task_ids = list(range(args.task_start, args.task_start + (args.num_tasks or 20)))
     kwargs = env_kwargs(env_name, source=args.env_source, data_dir=args.env_data_dir, difficulty=args.env_difficulty,
                         max_task_id=max(task_ids))  # fmt: skip
     kwargs.update((manifest or {}).get("env_kwargs", {}))
