@@ -124,6 +124,15 @@ def test_eval_model_reports_avg_over_seeds_deterministically(tiny_model_dir, tmp
     assert all(1 <= e["turns"] <= 2 for s in report["per_seed"] for e in s["episodes"])
     assert reports[0]["per_seed"] == reports[1]["per_seed"]  # seeded sampling: reproducible
     assert report["agent_loop"] == {"rollout_unit": "turn", "history_window": 2, "parser": "reference"}
+    assert "transcripts" not in report
+    out = tmp_path / "transcripts.json"
+    main([*args, "--transcripts", "4", "--output", str(out)])  # more than one batch of 2, fewer than 3 x 2 episodes
+    kept = json.loads(out.read_text())["transcripts"]
+    episodes = report["per_seed"][0]["episodes"]  # the first seed's, as sampled above (same seed: same episodes)
+    assert [t["task_id"] for t in kept] == [e["task_id"] for e in episodes[:3]]  # the first seed has only 3
+    assert [len(t["turns"]) for t in kept] == [e["turns"] for e in episodes[:3]]
+    assert [t["won"] for t in kept] == [e["won"] for e in episodes[:3]]
+    assert all(isinstance(turn, str) for t in kept for turn in t["turns"])
     out = tmp_path / "episode.json"
     main([*args, "--rollout-unit", "episode", "--history-window", "0", "--output", str(out)])
     assert json.loads(out.read_text())["agent_loop"]["rollout_unit"] == "episode"

@@ -77,6 +77,8 @@ def _add_eval(sub) -> None:
                    help="task ids start..start+N-1 (default 20); with --manifest: its first N tasks")  # fmt: skip
     p.add_argument("--task-start", type=_NON_NEGATIVE, default=0, help="without a manifest: first task id (default 0)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random policy (default 0)")
+    p.add_argument("--transcripts", type=_NON_NEGATIVE, default=0,
+                   help="model: keep the turns of the first N episodes (first seed) in the report")  # fmt: skip
     p.add_argument("--seeds", type=_seed_list, default=[0], help="model: comma-separated sampling seeds (avg@k)")
     p.add_argument("--temperature", type=_positive_float, default=0.4, help="model sampling temperature (paper: 0.4)")
     p.add_argument("--max-turns", type=_POSITIVE, default=None, help="turn limit (default: the benchmark's)")
@@ -185,7 +187,7 @@ def _run_eval(args: argparse.Namespace) -> dict:
             model, tokenizer, factory, task_ids, seeds=seeds, temperature=args.temperature, max_turns=args.max_turns,
             max_turn_tokens=args.max_turn_tokens, max_episode_tokens=args.max_episode_tokens,
             batch_size=args.batch_size, student_skills=skills, progress=progress, rollout_unit=args.rollout_unit,
-            history_window=args.history_window, parser=args.parser,
+            history_window=args.history_window, parser=args.parser, transcripts=args.transcripts,
         )  # fmt: skip
         report = {"env": env_name, "model": args.model, "seeds": seeds, "temperature": args.temperature, **summary}
         report["agent_loop"] = {"rollout_unit": args.rollout_unit, "history_window": args.history_window,

@@ -152,13 +152,15 @@ def evaluate_model(
     rollout_unit: str = "turn",
     history_window: int = 2,
     parser: str = "reference",
+    transcripts: int = 0,
 ) -> dict:
     """Play every task once per seed with the model (sampling at `temperature`, the paper's 0.4) and report the
     success rate per seed, their mean and spread (avg@k), and per-type success averaged over seeds.
 
     `rollout_unit="turn"` (default, the paper's protocol) shows the agent the step prompt with the last
     `history_window` (observation, action) pairs at every turn; `"episode"` plays the whole episode as one growing
-    transcript of at most `max_episode_tokens` tokens."""
+    transcript of at most `max_episode_tokens` tokens. `transcripts > 0` adds the model's turns (decoded, in order)
+    of the first `transcripts` episodes of the first seed under `"transcripts"`, to see what the agent does."""
     import statistics
 
     import torch
@@ -180,7 +182,7 @@ def evaluate_model(
     )
     prompts = [row["prompt"] for row in rollout.dataset(task_ids)]
     generator, turns = HFGenerator(model, tokenizer, temperature=temperature), ChatTurns(tokenizer)
-    per_seed, done = [], 0
+    per_seed, done, kept = [], 0, []
     for seed in seeds:
         torch.manual_seed(seed)
         results = []
@@ -191,6 +193,8 @@ def evaluate_model(
                 EpisodeResult(e.task.task_id, e.task.task_type, e.won, e.score, e.turns, e.error, e.invalid_turns)
                 for e in episodes
             ]
+            if not per_seed:  # the first seed's episodes only
+                kept += [transcript(e, tokenizer) for e in episodes[: max(transcripts - len(kept), 0)]]
             done += len(episodes)
             if progress:
                 progress(done, len(task_ids) * len(seeds))
@@ -207,4 +211,12 @@ def evaluate_model(
             for t in types
         },
         "per_seed": per_seed,
+        **({"transcripts": kept} if transcripts else {}),
     }
+
+
+def transcript(episode, tokenizer) -> dict:
+    """One played episode as text: its task, outcome and the model's turns (special tokens dropped)."""
+    turns = [tokenizer.decode(r.completion_ids, skip_special_tokens=True) for r in episode.records]
+    return {"task_id": episode.task.task_id, "task_type": episode.task.task_type, "won": episode.won,
+            "invalid_turns": episode.invalid_turns, "turns": turns}  # fmt: skip
