@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The two CPU studies of docs/results.md, from the repository root, offline, on the built-in ALFWorld (easy rooms):
-#   1. scratch: warm start of the small study model (builtin:scratch, trained from random initialisation), then
+#   1. scratch: warm start of the small study model (builtin:scratch, trained from random initialisation in two
+#      SFT stages), then
 #      GRPO, naive GRPO+OPSD and SDAR x 3 seeds from it (recipes/compare/scratch_alfworld_cpu.yaml);
 #   2. smollm2: warm start of SmolLM2-135M-Instruct + LoRA, then GRPO and SDAR, one seed each
 #      (recipes/compare/smollm2_alfworld_cpu.yaml).
@@ -24,7 +25,10 @@ warm_start() {  # <output folder> <sft arguments…>: skipped when the folder al
 }
 
 if [[ $which == scratch || $which == all ]]; then
+    # two stages, as the study ran: 160 steps from random initialisation, then 240 more at a lower peak rate
     warm_start outputs/study/scratch_sft --config recipes/study/sft_scratch_alfworld_cpu.yaml
+    warm_start outputs/study/scratch_sft2 --config recipes/study/sft_scratch_alfworld_cpu.yaml \
+        --model_name_or_path outputs/study/scratch_sft --max_steps 240 --learning_rate 1.5e-3 --warmup_steps 0
     "$BIN/trl-sdar" compare recipes/compare/scratch_alfworld_cpu.yaml
 fi
 if [[ $which == smollm2 || $which == all ]]; then
