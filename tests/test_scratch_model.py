@@ -29,7 +29,8 @@ def test_build_keeps_tokenizer_and_ids_and_is_deterministic(tiny_model_dir, tmp_
     for (name, pa), (_, pb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         assert torch.equal(pa, pb), name
     body = sum(p.numel() for n, p in a.named_parameters() if "embed_tokens" not in n)
-    assert body == 4 * (4 * 256 * 256 + 3 * 256 * 1024 + 2 * 256) + 256  # attention, MLP, 2 norms per layer; final norm
+    # per layer: attention (4 x 256 x 256), MLP (3 x 256 x 1024), 2 norms; then the final norm
+    assert body == 4 * (4 * 256 * 256 + 3 * 256 * 1024 + 2 * 256) + 256
     assert a.get_output_embeddings().weight.data_ptr() == a.get_input_embeddings().weight.data_ptr()  # tied
 
 

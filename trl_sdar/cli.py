@@ -144,8 +144,8 @@ def _eval_setup(args: argparse.Namespace):
         task_ids = list(manifest["task_ids"])
         if args.num_tasks is not None:
             if args.num_tasks > len(task_ids):
-                raise ValueError(f"--num-tasks={args.num_tasks} is more than the {len(task_ids)} tasks of the manifest "
-                                 f"{args.manifest!r}.")  # fmt: skip
+                raise ValueError(f"--num-tasks={args.num_tasks} is more than the {len(task_ids)} tasks of "
+                                 f"the manifest {args.manifest!r}.")  # fmt: skip
             task_ids = task_ids[: args.num_tasks]
     else:
         task_ids = list(range(args.task_start, args.task_start + (args.num_tasks or 20)))

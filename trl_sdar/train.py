@@ -22,7 +22,8 @@ def resolve_model_path(name: str | None) -> str:
     """A local model folder for `model_name_or_path`: built-in aliases, local folders, or (online) a hub id."""
     if not name:
         raise RecipeError(
-            "model_name_or_path is required (a local folder, a hub id, or builtin:tiny|builtin:smollm2|builtin:scratch)."
+            "model_name_or_path is required (a local folder, a hub id, or builtin:tiny|builtin:smollm2|"
+            "builtin:scratch)."
         )
     if name == "builtin:tiny":
         from .pretrained import default_cache_dir

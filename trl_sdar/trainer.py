@@ -17,8 +17,8 @@ from trl.trainer.utils import get_config_model_id
 
 from .agent.turn_rows import padded_row_count, row_multiple, turn_advantages
 from .checkpoint import load_training_state, save_training_state
-from .cpu_head import enable_compact_cpu_head
 from .config import SDARConfig
+from .cpu_head import enable_compact_cpu_head
 from .losses import (
     aggregate_like_grpo,
     naive_opsd_per_token_loss,
