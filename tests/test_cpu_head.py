@@ -26,8 +26,10 @@ def test_compact_cpu_head_matches_full_projection(tiny_model_dir, monkeypatch):
     labels[:, :8] = -100  # a prompt: only the last 4 tokens are scored
     labels[1, 10:] = -100  # and a padded row
 
-    original = trl_utils._use_triton
-    monkeypatch.setattr(trl_utils, "_use_triton", original)  # restored after the test
+    original = getattr(trl_utils._use_triton, "original", trl_utils._use_triton)  # TRL's own, even if patched earlier
+    monkeypatch.setattr(
+        trl_utils, "_use_triton", original
+    )  # unpatched for the reference pass; restored after the test
     full, full_grads = _fused_logps(model, ids, labels)
 
     projected = []
