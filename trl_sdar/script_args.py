@@ -19,6 +19,21 @@ ENV_SOURCES = ("builtin", "real")
 DIFFICULTIES = ("easy", "default")
 
 
+def check_choices(args, choices: dict[str, tuple]) -> None:
+    """Raise a one-line ValueError for the first field of `args` whose value is not among its valid choices."""
+    for name, valid in choices.items():
+        if getattr(args, name) not in valid:
+            raise ValueError(f"{name}={getattr(args, name)!r} is not valid; expected one of {list(valid)}.")
+
+
+def check_at_least(args, lows: dict[str, int]) -> None:
+    """Raise a one-line ValueError for the first integer field of `args` below its minimum (None is allowed)."""
+    for name, low in lows.items():
+        value = getattr(args, name)
+        if value is not None and value < low:
+            raise ValueError(f"{name}={value!r} is not valid; expected an integer >= {low}.")
+
+
 @dataclass
 class SDARScriptArguments(ScriptArguments):
     r"""
@@ -119,17 +134,14 @@ class SDARScriptArguments(ScriptArguments):
 
         if self.env_name in ("", "null", "none", "None"):  # `--env_name null` on the command line, as in YAML
             self.env_name = None
-        checks = {
+        check_choices(self, {
             "env_source": ENV_SOURCES,
             "env_difficulty": DIFFICULTIES,
             "skills": SKILL_MODES,
             "rollout_unit": ROLLOUT_UNITS,
             "parser": PARSERS,
             "advantage_over": ADVANTAGE_SCOPES,
-        }
-        for name, valid in checks.items():
-            if getattr(self, name) not in valid:
-                raise ValueError(f"{name}={getattr(self, name)!r} is not valid; expected one of {list(valid)}.")
+        })  # fmt: skip
         if self.env_name is not None and self.env_name not in ENV_CLASSES:
             valid = sorted(ENV_CLASSES)
             raise ValueError(f"env_name={self.env_name!r} is not valid; expected one of {valid} or null.")
@@ -137,11 +149,7 @@ class SDARScriptArguments(ScriptArguments):
             raise ValueError("env_name is null, so dataset_name (a prompt dataset) and reward_funcs are required.")
         if self.num_train_tasks < 1:
             raise ValueError(f"num_train_tasks={self.num_train_tasks} is not valid; expected >= 1.")
-        at_least = {"train_task_start": 0, "max_turn_tokens": 1, "env_workers": 1, "skills_top_k": 1}
-        if self.max_turns is not None:
-            at_least["max_turns"] = 1
-        for name, low in at_least.items():
-            if getattr(self, name) < low:
-                raise ValueError(f"{name}={getattr(self, name)!r} is not valid; expected an integer >= {low}.")
+        check_at_least(self, {"train_task_start": 0, "max_turn_tokens": 1, "env_workers": 1, "skills_top_k": 1,
+                              "max_turns": 1})  # fmt: skip
         if not self.env_step_timeout > 0:
             raise ValueError(f"env_step_timeout={self.env_step_timeout!r} is not valid; expected seconds > 0.")

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from ..agent.parsing import PARSERS
 from ..agent.rollout import ROLLOUT_UNITS
 from ..config import CONTEXT_PLACEMENTS
-from ..script_args import DIFFICULTIES, ENV_SOURCES, SKILL_MODES
+from ..script_args import DIFFICULTIES, ENV_SOURCES, SKILL_MODES, check_at_least, check_choices
 from .demos import SKILLS_LAYOUTS
 
 
@@ -90,7 +90,7 @@ class WarmStartArguments:
     def __post_init__(self):
         from ..envs import ENV_CLASSES
 
-        checks = {
+        check_choices(self, {
             "env_name": tuple(sorted(ENV_CLASSES)),
             "env_source": ENV_SOURCES,
             "env_difficulty": DIFFICULTIES,
@@ -99,16 +99,9 @@ class WarmStartArguments:
             "teacher_context_placement": CONTEXT_PLACEMENTS,
             "rollout_unit": ROLLOUT_UNITS,
             "parser": PARSERS,
-        }
-        for name, valid in checks.items():
-            if getattr(self, name) not in valid:
-                raise ValueError(f"{name}={getattr(self, name)!r} is not valid; expected one of {list(valid)}.")
-        at_least = {"num_demos": 1, "demo_task_start": 0, "history_window": 0, "max_turn_tokens": 1,
-                    "max_episode_tokens": 1, "max_turns": 1}  # fmt: skip
-        for name, low in at_least.items():
-            value = getattr(self, name)
-            if value is not None and value < low:
-                raise ValueError(f"{name}={value!r} is not valid; expected an integer >= {low}.")
+        })  # fmt: skip
+        check_at_least(self, {"num_demos": 1, "demo_task_start": 0, "history_window": 0, "max_turn_tokens": 1,
+                              "max_episode_tokens": 1, "max_turns": 1})  # fmt: skip
         if not 0.0 <= self.skills_fraction <= 1.0:
             raise ValueError(f"skills_fraction={self.skills_fraction!r} is not valid; expected 0 <= fraction <= 1.")
         if self.skills_fraction > 0 and self.skills == "none":
