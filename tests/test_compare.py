@@ -277,3 +277,33 @@ def test_method_figures_plot_the_seed_mean_and_band(tmp_path):
     assert [b.get_height() for b in bars] == pytest.approx([0.25, 0.75, 0.25, 0.0])
     with pytest.raises(ValueError, match="at least one run directory"):
         build_method_figures({"sdar": []})
+
+
+def test_task_types_of_the_recipe_are_the_ones_evaluated(tmp_path):
+    from trl_sdar.compare import runner
+
+    spec = load_spec(_spec(tmp_path, "builtin:tiny", overrides={**_OVERRIDES, "task_types": ["apparel"]}))
+    manifest = runner.eval_manifest(spec)
+    assert manifest == "webshop_builtin_eval128"  # eval selects the types, then takes the first num_tasks
+    argv = runner.eval_argv(spec, "m", manifest, False)
+    assert argv[argv.index("--task-types") + 1] == "apparel" and argv[argv.index("--num-tasks") + 1] == "3"
+    assert plan_runs(spec)[0].recipe["task_types"] == ["apparel"]
+    spec = load_spec(_spec(tmp_path, "builtin:tiny", eval={"manifest": "webshop_builtin_eval128",
+                                                             "task_types": ["footwear", "apparel"]}))  # fmt: skip
+    argv = runner.eval_argv(spec, "m", runner.eval_manifest(spec), False)
+    assert argv[argv.index("--task-types") + 1] == "footwear,apparel" and "--num-tasks" not in argv
+    plain = load_spec(_spec(tmp_path, "builtin:tiny"))
+    assert "--task-types" not in runner.eval_argv(plain, "m", runner.eval_manifest(plain), False)
+    assert runner.eval_manifest(plain).endswith("eval_manifest.json")  # without types: the first 3 ids pinned
+
+
+@pytest.mark.parametrize("value", [[], "apparel", [""], [3]])
+def test_bad_eval_task_types_are_one_line(value, tmp_path):
+    message = _error(["compare", str(_spec(tmp_path, "builtin:tiny", eval={"manifest": "webshop_builtin_eval128",
+                                                                          "task_types": value}))])  # fmt: skip
+    assert f"eval.task_types={value!r} is not valid; expected a non-empty list of task type names" in message
+
+
+def test_a_method_cannot_train_on_other_task_types_than_the_evaluation(tmp_path):
+    message = _error(["compare", str(_spec(tmp_path, "builtin:tiny", methods={"a": {"task_types": ["apparel"]}}))])
+    assert "methods.a sets 'task_types', which the evaluation shares across methods" in message

@@ -54,6 +54,13 @@ def _seed_list(text: str) -> list[int]:
     return seeds
 
 
+def _name_list(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",")]
+    if not all(names) or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"{text!r} is not valid; expected distinct comma-separated names")
+    return names
+
+
 def _smoothing(text: str) -> float:
     try:
         value = float(text)
@@ -74,7 +81,14 @@ def _add_eval(sub) -> None:
         "--manifest", help="pinned task list: a JSON file or a shipped name (e.g. alfworld_builtin_eval128)"
     )
     p.add_argument("--num-tasks", type=_POSITIVE, default=None,
-                   help="task ids start..start+N-1 (default 20); with --manifest: its first N tasks")  # fmt: skip
+                   help="task ids start..start+N-1 (default 20); with --manifest: its first N tasks (with "
+                        "--task-types: its first N tasks of those types)")  # fmt: skip
+    p.add_argument(
+        "--task-types",
+        type=_name_list,
+        default=None,
+        help="comma-separated task types: evaluate only those tasks (e.g. pick_and_place_simple)",
+    )
     p.add_argument("--task-start", type=_NON_NEGATIVE, default=0, help="without a manifest: first task id (default 0)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random policy (default 0)")
     p.add_argument("--transcripts", type=_NON_NEGATIVE, default=0,
@@ -142,16 +156,25 @@ def _eval_setup(args: argparse.Namespace):
         raise ValueError(f"manifest env_name={manifest['env_name']!r} is not one of {sorted(ENV_CLASSES)}")
     if manifest:
         task_ids = list(manifest["task_ids"])
-        if args.num_tasks is not None:
-            if args.num_tasks > len(task_ids):
-                raise ValueError(f"--num-tasks={args.num_tasks} is more than the {len(task_ids)} tasks of "
-                                 f"the manifest {args.manifest!r}.")  # fmt: skip
-            task_ids = task_ids[: args.num_tasks]
     else:
         task_ids = list(range(args.task_start, args.task_start + (args.num_tasks or 20)))
     kwargs = env_kwargs(env_name, source=args.env_source, data_dir=args.env_data_dir, difficulty=args.env_difficulty,
                         max_task_id=max(task_ids))  # fmt: skip
     kwargs.update((manifest or {}).get("env_kwargs", {}))
+    if args.task_types:
+        from .envs.selection import select_task_types
+
+        env = make_env(env_name, **kwargs)
+        try:
+            task_ids = select_task_types(env, task_ids, args.task_types, field="--task-types")
+        finally:
+            env.close()
+    if manifest and args.num_tasks is not None:
+        if args.num_tasks > len(task_ids):
+            of_types = f" of types {args.task_types}" if args.task_types else ""
+            raise ValueError(f"--num-tasks={args.num_tasks} is more than the {len(task_ids)} tasks{of_types} of "
+                             f"the manifest {args.manifest!r}.")  # fmt: skip
+        task_ids = task_ids[: args.num_tasks]
     return env_name, task_ids, lambda: make_env(env_name, **kwargs)
 
 
@@ -199,6 +222,7 @@ def _run_eval(args: argparse.Namespace) -> dict:
     print(file=sys.stderr)
     report["task_ids"] = task_ids
     report["manifest"] = args.manifest
+    report["task_types"] = args.task_types
     report["seconds"] = round(time.perf_counter() - start, 2)
     spread = f" ± {report['success_rate_std']:.3f}" if "success_rate_std" in report else ""
     valid = f", valid format {report['valid_format_rate']:.3f}"

@@ -61,6 +61,10 @@ class SDARScriptArguments(ScriptArguments):
             Number of training tasks (task ids `train_task_start …`).
         train_task_start (`int`, *optional*, defaults to `128`):
             First training task id; the evaluation manifests use ids 0–127, so train and eval never overlap.
+        task_types (`list[str]` or `None`, *optional*):
+            Train only on the tasks of these types among the ids above (ALFWorld: e.g. `["pick_and_place_simple"]`;
+            WebShop: product categories; Search-QA: question kinds). `None`: every task. A type with no task
+            among the ids is an error that lists the types present.
         max_turns (`int` or `None`, *optional*):
             Turn limit per episode; default the benchmark's (50 / 15 / 4).
         max_turn_tokens (`int`, *optional*, defaults to `512`):
@@ -114,6 +118,7 @@ class SDARScriptArguments(ScriptArguments):
     questions_path: str | None = field(default=None, metadata={"help": "Search-QA question file (JSONL/parquet)."})
     num_train_tasks: int = field(default=512, metadata={"help": "Number of training tasks."})
     train_task_start: int = field(default=128, metadata={"help": "First training task id (eval uses 0..127)."})
+    task_types: list[str] | None = field(default=None, metadata={"help": "Train only on tasks of these types."})
     max_turns: int | None = field(default=None, metadata={"help": "Turn limit (default: the benchmark's)."})
     max_turn_tokens: int = field(default=512, metadata={"help": "Max new tokens per model turn."})
     env_step_timeout: float = field(default=60.0, metadata={"help": "Seconds before a hung env step is abandoned."})

@@ -136,7 +136,14 @@ def build_env_rollout(script: SDARScriptArguments):
         student_sees_skills=script.student_sees_skills,
     )
     task_ids = range(script.train_task_start, script.train_task_start + script.num_train_tasks)
-    return rollout, rollout.dataset(task_ids)
+    dataset = rollout.dataset(task_ids, script.task_types)
+    if script.task_types:
+        print(
+            f"[train] task_types={script.task_types}: {len(dataset)} of the {len(task_ids)} training tasks "
+            f"(ids {task_ids.start}..{task_ids.stop - 1})",
+            flush=True,
+        )
+    return rollout, dataset
 
 
 def import_reward_funcs(paths: list[str] | None) -> list:

@@ -111,12 +111,17 @@ class EnvRollout:
         return self._envs[index]
 
     # ------------------------------------------------------------------------------------------------ prompts
-    def dataset(self, task_ids: Sequence[int]):
-        """A `datasets.Dataset` of tasks: `prompt` (chat), `task_id`, `task_type`, `privileged_context` (skills)."""
+    def dataset(self, task_ids: Sequence[int], task_types: Sequence[str] | None = None):
+        """A `datasets.Dataset` of tasks: `prompt` (chat), `task_id`, `task_type`, `privileged_context` (skills).
+
+        `task_types`: keep only the tasks of these types (`trl_sdar.envs.selection.select_task_types`).
+        """
         from datasets import Dataset
 
+        from ..envs.selection import select_task_types
+
         env, rows = self._env(0), []
-        for task_id in task_ids:
+        for task_id in select_task_types(env, task_ids, task_types):
             task = env.task(task_id)
             content, context = self._first_prompt(env, task, env.reset(task_id)), self._context(task)
             self._task_of_prompt[content] = task_id

@@ -119,9 +119,17 @@ def _recipe_value(recipe: dict[str, Any], key: str, defaults: dict[str, Any]) ->
     return recipe[key] if key in recipe else defaults[key]
 
 
+def eval_task_types(spec: CompareSpec) -> list[str] | None:
+    """The task types evaluated on: `eval.task_types`, else the base recipe's `task_types` (None: all)."""
+    if spec.eval.task_types is not None:
+        return list(spec.eval.task_types)
+    return _recipe_value(base_recipe_values(spec), "task_types", recipe_field_defaults()) or None
+
+
 def eval_manifest(spec: CompareSpec) -> str:
     """The manifest `trl-sdar eval` gets: the spec's, or (with `eval.num_tasks`) its first N tasks pinned in
-    `<output_dir>/eval_manifest.json`."""
+    `<output_dir>/eval_manifest.json`. With task types, `trl-sdar eval` selects them and then takes the first
+    N (`--task-types`, `--num-tasks`), so the whole manifest is passed on."""
     from ..cli import load_manifest
 
     try:
@@ -135,7 +143,7 @@ def eval_manifest(spec: CompareSpec) -> str:
             f"eval.manifest={spec.eval.manifest!r} is for env_name={manifest['env_name']!r} but the base recipe "
             f"trains env_name={env_name!r}; pick a {env_name} manifest."
         )
-    if spec.eval.num_tasks is None:
+    if spec.eval.num_tasks is None or eval_task_types(spec):
         return spec.eval.manifest
     ids = manifest["task_ids"]
     if spec.eval.num_tasks > len(ids):
@@ -174,6 +182,11 @@ def eval_argv(spec: CompareSpec, model: str, manifest: str, student_skills: bool
         argv += ["--max-episode-tokens", str(_recipe_value(recipe, "max_completion_length", defaults))]
     if _recipe_value(recipe, "env_data_dir", defaults):
         argv += ["--env-data-dir", str(recipe["env_data_dir"])]
+    task_types = eval_task_types(spec)
+    if task_types:
+        argv += ["--task-types", ",".join(task_types)]
+        if settings.num_tasks is not None:
+            argv += ["--num-tasks", str(settings.num_tasks)]
     return argv + (["--student-skills"] if student_skills else [])
 
 

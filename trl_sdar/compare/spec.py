@@ -29,6 +29,7 @@ SHARED_WITH_EVAL = (
     "max_turns",
     "max_turn_tokens",
     "max_completion_length",
+    "task_types",
 )
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -52,6 +53,7 @@ class EvalSpec:
     rollout_unit: str | None = None
     history_window: int | None = None
     parser: str | None = None
+    task_types: tuple[str, ...] | None = None  # None: the base recipe's `task_types` (trained on, evaluated on)
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,12 @@ def _eval_spec(raw: Any) -> EvalSpec:
     values = dict(raw)
     if "seeds" in values:
         values["seeds"] = _seed_tuple("eval.seeds", values["seeds"])
+    if values.get("task_types") is not None:
+        types = values["task_types"]
+        if not isinstance(types, list) or not types or not all(isinstance(t, str) and t for t in types):
+            _fail(f"eval.task_types={types!r} is not valid; expected a non-empty list of task type names, "
+                  "e.g. [pick_and_place_simple].")  # fmt: skip
+        values["task_types"] = tuple(types)
     at_least = {"num_tasks": 1, "batch_size": 1, "max_turns": 1, "max_turn_tokens": 1, "history_window": 0}
     for key, low in at_least.items():
         value = values.get(key)
