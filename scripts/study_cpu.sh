@@ -4,8 +4,10 @@
 #      SFT stages), then
 #      GRPO, naive GRPO+OPSD and SDAR x 3 seeds from it (recipes/compare/scratch_alfworld_cpu.yaml);
 #   2. smollm2: warm start of SmolLM2-135M-Instruct + LoRA, then GRPO and SDAR, one seed each
-#      (recipes/compare/smollm2_alfworld_cpu.yaml).
-# Usage: bash scripts/study_cpu.sh [scratch|smollm2|all]   (default all; the two run one after the other)
+#      (recipes/compare/smollm2_alfworld_cpu.yaml);
+#   3. pick: the same on one task type, pick_and_place_simple: a warm start on 64 demonstrations of that type, then
+#      GRPO and SDAR trained and evaluated on it (recipes/compare/smollm2_pick_alfworld_cpu.yaml).
+# Usage: bash scripts/study_cpu.sh [scratch|smollm2|pick|all]   (default all; they run one after the other)
 # Every step is resumable: a finished warm start is kept, and `trl-sdar compare` skips finished runs and
 # evaluations. Results: outputs/study/compare_{scratch,smollm2}/{summary.json,results.md,plots/}.
 set -euo pipefail
@@ -35,4 +37,9 @@ if [[ $which == smollm2 || $which == all ]]; then
     warm_start outputs/study/smollm2_sft --config recipes/quickstart/sft_smollm2_alfworld_cpu.yaml \
         --num_demos 64 --max_steps 32
     "$BIN/trl-sdar" compare recipes/compare/smollm2_alfworld_cpu.yaml
+fi
+if [[ $which == pick || $which == all ]]; then
+    warm_start outputs/study/smollm2_pick_sft --config recipes/quickstart/sft_smollm2_alfworld_cpu.yaml \
+        --num_demos 64 --task_types pick_and_place_simple --max_steps 64
+    "$BIN/trl-sdar" compare recipes/compare/smollm2_pick_alfworld_cpu.yaml
 fi

@@ -307,3 +307,24 @@ def test_bad_eval_task_types_are_one_line(value, tmp_path):
 def test_a_method_cannot_train_on_other_task_types_than_the_evaluation(tmp_path):
     message = _error(["compare", str(_spec(tmp_path, "builtin:tiny", methods={"a": {"task_types": ["apparel"]}}))])
     assert "methods.a sets 'task_types', which the evaluation shares across methods" in message
+
+
+@pytest.mark.parametrize("name", ["scratch_alfworld_cpu", "smollm2_alfworld_cpu", "smollm2_pick_alfworld_cpu"])
+def test_study_specs_plan_runs_that_parse_as_train_recipes(name, monkeypatch, tmp_path):
+    from trl_sdar.compare import runner
+    from trl_sdar.launch import parse_train_args
+
+    monkeypatch.chdir(ROOT)
+    spec = load_spec(ROOT / "recipes" / "compare" / f"{name}.yaml")
+    plans = plan_runs(spec)
+    assert {p.method for p in plans} == set(spec.methods) and spec.methods["grpo"] == {"sdar_coef": 0.0}
+    for plan in plans:
+        recipe = tmp_path / f"{plan.method}_{plan.seed}.yaml"
+        recipe.write_text(yaml.safe_dump(plan.recipe))
+        script, training, _, launch, _ = parse_train_args(["--config", str(recipe)])
+        assert training.use_cpu and launch == [] and script.rollout_unit == "turn" and training.seed == plan.seed
+        assert script.task_types == spec.overrides.get("task_types")
+    argv = runner.eval_argv(spec, "m", "x", False)
+    if "task_types" in spec.overrides:  # trained on one type, evaluated on the manifest's first tasks of it
+        assert argv[argv.index("--task-types") + 1] == ",".join(spec.overrides["task_types"])
+        assert plans[0].recipe["save_strategy"] == "steps"  # a run killed by a session end resumes

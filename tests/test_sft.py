@@ -223,3 +223,20 @@ def test_the_quickstart_sft_recipe_parses():
     warm, training, model = parse_sft_args(["--config", "recipes/quickstart/sft_smollm2_alfworld_cpu.yaml"])
     assert (warm.env_name, warm.env_difficulty, warm.rollout_unit) == ("alfworld", "easy", "turn")
     assert model.model_name_or_path == "builtin:smollm2" and model.use_peft and not training.bf16
+
+
+def test_task_types_demonstrate_only_those_tasks(tokenizer):
+    from trl_sdar.sft.run import build_demonstrations, demo_task_ids
+
+    warm, _, _ = parse_sft_args(["--env_name", "search_qa", "--num_demos", "3", "--demo_task_start", "0",
+                                 "--task_types", "comparison", "--output_dir", "x", "--use_cpu", "true",
+                                 "--bf16", "false"])  # fmt: skip
+    assert warm.task_types == ["comparison"] and len(demo_task_ids(warm)) == 16 * (2 * 3 + 16)
+    demos, _ = build_demonstrations(warm, tokenizer, seed=0)
+    env = make_env("search_qa")
+    assert [d.task_type for d in demos] == ["comparison"] * 3
+    assert [env.task(d.task_id).task_type for d in demos] == ["comparison"] * 3
+    assert [d.task_id for d in demos][:2] == [3, 10]  # the first comparison questions, in id order
+    warm.task_types = ["no_such_kind"]
+    with pytest.raises(ValueError, match=r"task_types=\['no_such_kind'\]: no search_qa task of type"):
+        build_demonstrations(warm, tokenizer, seed=0)

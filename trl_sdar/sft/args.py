@@ -37,6 +37,9 @@ class WarmStartArguments:
             First task id tried (ids `demo_task_start …`); the evaluation manifests use ids 0–127.
         demo_manifest (`str` or `None`, *optional*):
             Try these task ids instead (a JSON manifest file or a shipped manifest name), in order.
+        task_types (`list[str]` or `None`, *optional*):
+            Demonstrate only tasks of these types (as `task_types` of `trl-sdar train`); the ids tried then run
+            16 times further from `demo_task_start` so that rarer types still give `num_demos` episodes.
         skills_fraction (`float`, *optional*, defaults to `0.0`):
             Share of the demonstrations whose prompt also shows the privileged skills.
         skills (`str`, *optional*, defaults to `"rules"`):
@@ -74,6 +77,7 @@ class WarmStartArguments:
     num_demos: int = field(default=64, metadata={"help": "Expert demonstrations (episodes) to train on."})
     demo_task_start: int = field(default=128, metadata={"help": "First task id tried (eval uses 0..127)."})
     demo_manifest: str | None = field(default=None, metadata={"help": "Task ids to try: manifest file or name."})
+    task_types: list[str] | None = field(default=None, metadata={"help": "Demonstrate only these task types."})
     skills_fraction: float = field(default=0.0, metadata={"help": "Share of demonstrations showing the skills."})
     skills: str = field(default="rules", metadata={"help": "rules | all | bm25 | embedding | none."})
     skills_layout: str = field(default="teacher", metadata={"help": "teacher (prefix tokens) | student (prompt)."})

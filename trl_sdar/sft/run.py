@@ -32,7 +32,8 @@ def demo_task_ids(warm: WarmStartArguments) -> list[int]:
             raise ValueError(f"demo_manifest {warm.demo_manifest!r} is for {manifest['env_name']!r}, not "
                              f"env_name={warm.env_name!r}.")  # fmt: skip
         return list(manifest["task_ids"])
-    ids = list(range(warm.demo_task_start, warm.demo_task_start + 2 * warm.num_demos + 16))
+    span = (2 * warm.num_demos + 16) * (16 if warm.task_types else 1)  # room for skipped (and other-type) tasks
+    ids = list(range(warm.demo_task_start, warm.demo_task_start + span))
     if ids[0] in EVAL_TASK_IDS:
         logger.warning(f"demo_task_start={warm.demo_task_start}: demonstrations overlap the evaluation ids 0-127.")
     return ids
@@ -40,6 +41,7 @@ def demo_task_ids(warm: WarmStartArguments) -> list[int]:
 
 def build_demonstrations(warm: WarmStartArguments, tokenizer, seed: int) -> tuple[list[Demonstration], dict]:
     from ..envs import make_env
+    from ..envs.selection import select_task_types
     from ..train import env_kwargs
 
     task_ids = demo_task_ids(warm)
@@ -60,6 +62,7 @@ def build_demonstrations(warm: WarmStartArguments, tokenizer, seed: int) -> tupl
     )  # fmt: skip
     env = make_env(warm.env_name, **kwargs)
     try:
+        task_ids = select_task_types(env, task_ids, warm.task_types)
         return render_demonstrations(env, tokenizer, task_ids, warm.num_demos, settings, skills=skills)
     finally:
         env.close()
