@@ -416,3 +416,25 @@ def test_real_adapter_reads_alfworld_layout(tmp_path, monkeypatch):
         env.task(2)
     assert not (tmp_path / "unused").exists()  # real games are played in place, nothing generated
     env.close()
+
+
+def test_named_difficulty_levels(tmp_path):
+    from trl_sdar.envs.alfworld_games import DIFFICULTY_LEVELS, TINY
+    from trl_sdar.script_args import DIFFICULTIES
+    from trl_sdar.train import env_kwargs
+
+    assert tuple(DIFFICULTY_LEVELS) == DIFFICULTIES and DIFFICULTY_LEVELS["easy"] == EASY
+    assert env_kwargs("alfworld", difficulty="tiny")["difficulty"] == TINY
+    for task_id in range(24):
+        tiny, easy = generate_game(task_id, TINY, "train"), generate_game(task_id, EASY, "train")
+        assert tiny.instruction == easy.instruction and len(tiny.receptacles) <= len(easy.receptacles)
+        # the goal's receptacle, the appliances the floor plan has and one starting place are always kept
+        assert len(tiny.receptacles) <= 5 and len(set(tiny.objects)) <= (4 if tiny.toggle_target else 3)  # + a lamp
+    env = AlfworldEnv(difficulty=TINY, cache_dir=tmp_path)
+    env.reset(1)
+    plan = env.expert_plan()
+    assert 2 <= len(plan) <= 6 and env.step(plan[0]).done is False  # a short, real game
+    for action in plan[1:]:
+        result = env.step(action)
+    assert result.won
+    env.close()

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from .envs import ENV_CLASSES
+from .script_args import DIFFICULTIES
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -115,7 +116,7 @@ def _add_eval(sub) -> None:
     p.add_argument("--student-skills", action="store_true", help="Skill-GRPO models: show skills in the prompt")
     p.add_argument("--env-source", choices=["builtin", "real"], default="builtin")
     p.add_argument("--env-data-dir", default=None, help="real benchmark data (see README)")
-    p.add_argument("--env-difficulty", choices=["easy", "default"], default="default", help="built-in ALFWorld")
+    p.add_argument("--env-difficulty", choices=DIFFICULTIES, default="default", help="built-in ALFWorld")
     p.add_argument("--workers", type=_POSITIVE, default=4, help="scripted policy: concurrent episodes")
     p.add_argument("--output", type=Path, default=None, help="write the JSON report here")
     p.set_defaults(func=run_eval)

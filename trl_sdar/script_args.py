@@ -16,7 +16,7 @@ from .agent.turn_rows import ADVANTAGE_SCOPES
 
 SKILL_MODES = ("rules", "all", "bm25", "embedding", "none")
 ENV_SOURCES = ("builtin", "real")
-DIFFICULTIES = ("easy", "default")
+DIFFICULTIES = ("tiny", "easy", "default")  # trl_sdar.envs.alfworld_games.DIFFICULTY_LEVELS
 
 
 def check_choices(args, choices: dict[str, tuple]) -> None:
@@ -51,8 +51,9 @@ class SDARScriptArguments(ScriptArguments):
             Real data: ALFWorld's data folder (else `ALFWORLD_DATA`), a WebShop checkout, or a JSONL corpus for
             Search-QA.
         env_difficulty (`str`, *optional*, defaults to `"default"`):
-            Built-in ALFWorld world size: `"easy"` (at most 8 receptacles, 6 object classes, one object each) or
-            `"default"` (the whole ALFRED floor plan, as in the real games).
+            Built-in ALFWorld world size: `"tiny"` (the goal's receptacle, the three appliances and one starting
+            place, 3 object classes, one object each: small-model studies on CPU), `"easy"` (at most 8 receptacles,
+            6 object classes, one object each) or `"default"` (the whole ALFRED floor plan, as in the real games).
         retriever_url (`str` or `None`, *optional*):
             Search-QA: a retrieval server on loopback (e.g. `http://127.0.0.1:8000/retrieve`).
         questions_path (`str` or `None`, *optional*):
@@ -113,7 +114,7 @@ class SDARScriptArguments(ScriptArguments):
     env_name: str | None = field(default="alfworld", metadata={"help": "alfworld | webshop | search_qa | null."})
     env_source: str = field(default="builtin", metadata={"help": "builtin (offline generated) | real (your data)."})
     env_data_dir: str | None = field(default=None, metadata={"help": "Folder/file of the real benchmark data."})
-    env_difficulty: str = field(default="default", metadata={"help": "Built-in ALFWorld size: easy | default."})
+    env_difficulty: str = field(default="default", metadata={"help": "Built-in ALFWorld size: tiny | easy | default."})
     retriever_url: str | None = field(default=None, metadata={"help": "Search-QA retrieval server URL (loopback)."})
     questions_path: str | None = field(default=None, metadata={"help": "Search-QA question file (JSONL/parquet)."})
     num_train_tasks: int = field(default=512, metadata={"help": "Number of training tasks."})

@@ -79,9 +79,9 @@ def env_kwargs(
     """Constructor arguments of an environment from recipe / CLI values (`max_task_id`: highest id to be used)."""
     real = source == "real"
     if env_name == "alfworld":
-        from .envs.alfworld_games import DEFAULT, EASY
+        from .envs.alfworld_games import DIFFICULTY_LEVELS
 
-        kwargs = {"source": source, "difficulty": EASY if difficulty == "easy" else DEFAULT}
+        kwargs = {"source": source, "difficulty": DIFFICULTY_LEVELS[difficulty]}
         return {**kwargs, "data_dir": data_dir} if real else kwargs
     if env_name == "webshop":
         from .envs.webshop_catalog import BUILTIN_NUM_GOALS

@@ -101,8 +101,11 @@ class AlfworldDifficulty:
         return f"v{GENERATOR_VERSION}-r{r}-x{self.max_repeats}-o{o}"
 
 
+TINY = AlfworldDifficulty(max_receptacles=4, max_repeats=1, max_object_classes=3)
 EASY = AlfworldDifficulty(max_receptacles=8, max_repeats=1, max_object_classes=6)
 DEFAULT = AlfworldDifficulty()
+# The `env_difficulty` names of recipes and `trl-sdar eval --env-difficulty`.
+DIFFICULTY_LEVELS = {"tiny": TINY, "easy": EASY, "default": DEFAULT}
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ class WarmStartArguments:
         env_data_dir (`str` or `None`, *optional*):
             Real benchmark data (see `trl-sdar train`).
         env_difficulty (`str`, *optional*, defaults to `"default"`):
-            Built-in ALFWorld world size: `"easy"` or `"default"`.
+            Built-in ALFWorld world size: `"tiny"`, `"easy"` or `"default"` (see `trl-sdar train`).
         questions_path (`str` or `None`, *optional*):
             Search-QA: demonstrate on these questions (Search-R1's JSONL or parquet).
         num_demos (`int`, *optional*, defaults to `64`):
@@ -72,7 +72,7 @@ class WarmStartArguments:
     env_name: str = field(default="alfworld", metadata={"help": "alfworld | webshop | search_qa."})
     env_source: str = field(default="builtin", metadata={"help": "builtin | real."})
     env_data_dir: str | None = field(default=None, metadata={"help": "Real benchmark data."})
-    env_difficulty: str = field(default="default", metadata={"help": "Built-in ALFWorld size: easy | default."})
+    env_difficulty: str = field(default="default", metadata={"help": "Built-in ALFWorld size: tiny | easy | default."})
     questions_path: str | None = field(default=None, metadata={"help": "Search-QA question file."})
     num_demos: int = field(default=64, metadata={"help": "Expert demonstrations (episodes) to train on."})
     demo_task_start: int = field(default=128, metadata={"help": "First task id tried (eval uses 0..127)."})
