@@ -290,6 +290,12 @@ class AlfworldEnv:
             self._engine.close()
         self._engine, self._loaded, self._state = None, None, None
 
+    def current_observation(self) -> Observation:
+        """What the agent sees now (the last reset's or step's observation), e.g. for a demonstrator."""
+        if self._state is None:
+            raise RuntimeError("call reset(task_id) before asking for the observation")
+        return self._observation()
+
     def _observation(self) -> Observation:
         # "help" is admissible in the engine but only prints the command list the agent is already shown.
         actions = tuple(a for a in self._state["admissible_commands"] if a != "help")

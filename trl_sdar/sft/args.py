@@ -40,6 +40,10 @@ class WarmStartArguments:
         task_types (`list[str]` or `None`, *optional*):
             Demonstrate only tasks of these types (as `task_types` of `trl-sdar train`); the ids tried then run
             16 times further from `demo_task_start` so that rarer types still give `num_demos` episodes.
+        demo_search (`bool`, *optional*, defaults to `False`):
+            ALFWorld: the demonstrator fetches each object by searching the room (receptacles in the listed order,
+            opening closed ones) instead of walking straight to it, which only the game state tells the expert.
+            The demonstrations get longer and show a policy the agent can follow from what it sees.
         skills_fraction (`float`, *optional*, defaults to `0.0`):
             Share of the demonstrations whose prompt also shows the privileged skills.
         skills (`str`, *optional*, defaults to `"rules"`):
@@ -78,6 +82,7 @@ class WarmStartArguments:
     demo_task_start: int = field(default=128, metadata={"help": "First task id tried (eval uses 0..127)."})
     demo_manifest: str | None = field(default=None, metadata={"help": "Task ids to try: manifest file or name."})
     task_types: list[str] | None = field(default=None, metadata={"help": "Demonstrate only these task types."})
+    demo_search: bool = field(default=False, metadata={"help": "ALFWorld: demonstrate searching for objects."})
     skills_fraction: float = field(default=0.0, metadata={"help": "Share of demonstrations showing the skills."})
     skills: str = field(default="rules", metadata={"help": "rules | all | bm25 | embedding | none."})
     skills_layout: str = field(default="teacher", metadata={"help": "teacher (prefix tokens) | student (prompt)."})

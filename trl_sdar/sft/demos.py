@@ -18,6 +18,7 @@ reads them) or in the student's (`student`: the Skill-GRPO prompt). Context toke
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -26,7 +27,8 @@ from ..agent.generation import Generated
 from ..agent.prompts import search_action_text
 from ..agent.rollout import EnvRollout, RolloutSettings
 from ..envs.base import AgentEnv, Task
-from .rationale import alfworld_rationale, search_rationale, webshop_rationale
+from .rationale import alfworld_rationale, search_rationale, search_step_rationale, webshop_rationale
+from .search import receptacle_class, search_move
 
 SKILLS_LAYOUTS = ("teacher", "student")
 
@@ -45,6 +47,7 @@ class DemoSettings:
     skills_layout: str = "teacher"
     teacher_context_header: str = "[Privileged Skill Information]\n"
     teacher_context_placement: str = "prefix"
+    search: bool = False  # ALFWorld: fetch objects by searching the room (`trl_sdar.sft.search`)
     seed: int = 0
 
     def __post_init__(self):
@@ -74,12 +77,14 @@ class Demonstration:
 class ExpertGenerator:
     """A `Generator` that answers each step of one episode with the environment's expert and a rationale."""
 
-    def __init__(self, env: AgentEnv, tokenizer, end_of_turn_id: int, seed: int):
+    def __init__(self, env: AgentEnv, tokenizer, end_of_turn_id: int, seed: int, search: bool = False):
         self.env, self.tokenizer, self.end_of_turn_id, self.seed = env, tokenizer, end_of_turn_id, seed
+        self.search = search and env.name == "alfworld"
         self.task: Task | None = None
 
     def start(self, task: Task) -> None:
         self.task, self.step, self.holding, self.searches = task, 0, "", 0
+        self.here, self.visited = None, set()  # ALFWorld search: where the agent stands, what it has searched
         self.texts: list[str] = []
 
     def generate(self, contexts: list[list[int]], max_new_tokens: int) -> list[Generated]:
@@ -96,11 +101,19 @@ class ExpertGenerator:
         self.step += 1
         if self.env.name == "alfworld":
             plan = self.env.expert_plan() or ["look"]
-            why, action = alfworld_rationale(self.task, plan, self.holding, rng), plan[0]
+            move = self._search_move(plan) if self.search else None
+            if move is None:
+                why, action = alfworld_rationale(self.task, plan, self.holding, rng), plan[0]
+            else:
+                why, action = search_step_rationale(move, self._wanted(plan), rng), move
             if action.startswith("take "):
                 self.holding = action[len("take ") :].split(" from ")[0]
+                self.visited = set()  # the next object is searched for afresh
             elif action.startswith(("move ", "put ")):
                 self.holding = ""
+            elif action.startswith("go to "):
+                self.here = action[len("go to ") :]
+                self.visited.add(self.here)
         else:
             action = self.env.expert_action()
             explain = search_rationale if self.env.name == "search_qa" else webshop_rationale
@@ -109,6 +122,16 @@ class ExpertGenerator:
         if self.env.action_tag == "search_qa":
             return f"<think>{why}</think>{search_action_text(action)}"
         return f"<think>{why}</think><action>{action}</action>"
+
+    def _search_move(self, plan: list[str]) -> str | None:
+        goal = re.search(r"(?:in|on|in/on) (\w+)\.?$", self.task.instruction)
+        admissible = self.env.current_observation().admissible_actions
+        return search_move(plan, admissible, self.here, self.visited, goal.group(1) if goal else "")
+
+    @staticmethod
+    def _wanted(plan: list[str]) -> str:
+        take = next(c for c in plan if c.startswith("take "))
+        return receptacle_class(take[len("take ") :].split(" from ")[0])
 
 
 def render_demonstrations(
@@ -129,7 +152,7 @@ def render_demonstrations(
     student = EnvRollout(lambda: env, skills=skills, settings=run, student_sees_skills=True)
     turns = ChatTurns(tokenizer)
     end_of_turn = turns.end_of_turn_id if turns.end_of_turn_id is not None else tokenizer.eos_token_id
-    generator = ExpertGenerator(env, tokenizer, end_of_turn, settings.seed)
+    generator = ExpertGenerator(env, tokenizer, end_of_turn, settings.seed, search=settings.search)
     skilled_count = round(settings.skills_fraction * num_demos)
     with_skills = set(random.Random(settings.seed).sample(range(num_demos), skilled_count))
     context_ids = _ContextIds(tokenizer, settings)

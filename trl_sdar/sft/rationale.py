@@ -86,6 +86,16 @@ def alfworld_rationale(task: Task, plan: Sequence[str], holding: str, rng: rando
     return _pick(rng, ("I look around to see where things are.", "Let me check my surroundings first."))
 
 
+def search_step_rationale(command: str, wanted: str, rng: random.Random) -> str:
+    """Why a search step (`go to R` to look there, or `open R` to look inside) is played while `wanted` is unseen."""
+    verb, _, where = _parse_alfworld(command)
+    if verb == "open":
+        return _pick(rng, (f"No {wanted} in sight, and {where} is closed; I open it to look inside.",
+                           f"I open {where} to see whether the {wanted} is in it."))  # fmt: skip
+    return _pick(rng, (f"I do not see a {wanted} here. I will search {where} next.",
+                       f"No {wanted} yet; the next place to check is {where}."))  # fmt: skip
+
+
 def webshop_rationale(task: Task, action: str, searches_done: int, rng: random.Random) -> str:
     """Why the WebShop expert's `action` is played (`searches_done`: searches already sent this episode)."""
     inner = action[action.index("[") + 1 : -1] if "[" in action else action

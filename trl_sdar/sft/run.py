@@ -58,7 +58,7 @@ def build_demonstrations(warm: WarmStartArguments, tokenizer, seed: int) -> tupl
         max_turns=warm.max_turns, max_turn_tokens=warm.max_turn_tokens, max_episode_tokens=warm.max_episode_tokens,
         skills_fraction=warm.skills_fraction, skills_layout=warm.skills_layout,
         teacher_context_header=warm.teacher_context_header,
-        teacher_context_placement=warm.teacher_context_placement, seed=seed,
+        teacher_context_placement=warm.teacher_context_placement, search=warm.demo_search, seed=seed,
     )  # fmt: skip
     env = make_env(warm.env_name, **kwargs)
     try:
