@@ -84,6 +84,8 @@ def test_search_rationale_is_seeded(tokenizer):
     texts = {search_step_rationale("go to shelf 1", "mug", random.Random(s)) for s in range(8)}
     assert len(texts) == 2 and all("mug" in t and "shelf 1" in t for t in texts)
     assert "open" in search_step_rationale("open cabinet 1", "mug", random.Random(0)).lower()
+    first = {search_step_rationale("go to shelf 1", "mug", random.Random(s), first=True) for s in range(8)}
+    assert first.isdisjoint(texts) and all("mug" in t and "shelf 1" in t for t in first)
 
 
 def test_demo_search_reaches_the_demonstrator(tokenizer, monkeypatch):

@@ -105,7 +105,7 @@ class ExpertGenerator:
             if move is None:
                 why, action = alfworld_rationale(self.task, plan, self.holding, rng), plan[0]
             else:
-                why, action = search_step_rationale(move, self._wanted(plan), rng), move
+                why, action = search_step_rationale(move, self._wanted(plan), rng, first=not self.visited), move
             if action.startswith("take "):
                 self.holding = action[len("take ") :].split(" from ")[0]
                 self.visited = set()  # the next object is searched for afresh

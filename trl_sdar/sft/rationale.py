@@ -86,9 +86,13 @@ def alfworld_rationale(task: Task, plan: Sequence[str], holding: str, rng: rando
     return _pick(rng, ("I look around to see where things are.", "Let me check my surroundings first."))
 
 
-def search_step_rationale(command: str, wanted: str, rng: random.Random) -> str:
-    """Why a search step (`go to R` to look there, or `open R` to look inside) is played while `wanted` is unseen."""
+def search_step_rationale(command: str, wanted: str, rng: random.Random, first: bool = False) -> str:
+    """Why a search step (`go to R` to look there, or `open R` to look inside) is played while `wanted` is unseen;
+    `first`: the search's first move (nothing looked at yet)."""
     verb, _, where = _parse_alfworld(command)
+    if first:
+        return _pick(rng, (f"I need a {wanted}, and I do not know where it is. I start the search at {where}.",
+                           f"First I have to find a {wanted}; I check {where} first."))  # fmt: skip
     if verb == "open":
         return _pick(rng, (f"No {wanted} in sight, and {where} is closed; I open it to look inside.",
                            f"I open {where} to see whether the {wanted} is in it."))  # fmt: skip
