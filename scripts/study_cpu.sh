@@ -6,8 +6,10 @@
 #   2. smollm2: warm start of SmolLM2-135M-Instruct + LoRA, then GRPO and SDAR, one seed each
 #      (recipes/compare/smollm2_alfworld_cpu.yaml);
 #   3. pick: the same on one task type, pick_and_place_simple: a warm start on 64 demonstrations of that type, then
-#      GRPO and SDAR trained and evaluated on it (recipes/compare/smollm2_pick_alfworld_cpu.yaml).
-# Usage: bash scripts/study_cpu.sh [scratch|smollm2|pick|all]   (default all; they run one after the other)
+#      GRPO and SDAR trained and evaluated on it (recipes/compare/smollm2_pick_alfworld_cpu.yaml);
+#   4. search: as 3, from a warm start on searching demonstrations (--demo_search true) in tiny rooms
+#      (recipes/compare/smollm2_search_pick_alfworld_cpu.yaml).
+# Usage: bash scripts/study_cpu.sh [scratch|smollm2|pick|search|all]   (default all; they run one after the other)
 # Every step is resumable: a finished warm start is kept, and `trl-sdar compare` skips finished runs and
 # evaluations. Results: outputs/study/compare_{scratch,smollm2}/{summary.json,results.md,plots/}.
 set -euo pipefail
@@ -16,6 +18,10 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_
 export TRL_EXPERIMENTAL_SILENCE=1
 BIN=${BIN:-.venv/bin}
 which=${1:-all}
+case $which in
+    scratch|smollm2|pick|search|all) ;;
+    *) echo "usage: bash scripts/study_cpu.sh [scratch|smollm2|pick|search|all] (got '$which')" >&2; exit 2 ;;
+esac
 
 warm_start() {  # <output folder> <sft arguments…>: skipped when the folder already holds a finished warm start
     local out=$1; shift
@@ -42,4 +48,9 @@ if [[ $which == pick || $which == all ]]; then
     warm_start outputs/study/smollm2_pick_sft --config recipes/quickstart/sft_smollm2_alfworld_cpu.yaml \
         --num_demos 64 --task_types pick_and_place_simple --max_steps 64
     "$BIN/trl-sdar" compare recipes/compare/smollm2_pick_alfworld_cpu.yaml
+fi
+if [[ $which == search || $which == all ]]; then
+    warm_start outputs/study/smollm2_search_sft --config recipes/quickstart/sft_smollm2_alfworld_cpu.yaml \
+        --env_difficulty tiny --num_demos 64 --task_types pick_and_place_simple --demo_search true --max_steps 96
+    "$BIN/trl-sdar" compare recipes/compare/smollm2_search_pick_alfworld_cpu.yaml
 fi
