@@ -153,3 +153,23 @@ def test_row_padding_arithmetic():
     assert row_multiple(steps_per_generation=4, num_generations=8, num_processes=2) == 4
     assert row_multiple(steps_per_generation=2, num_generations=4, num_processes=1) == 4
     assert padded_row_count([5, 11], 4) == 12 and padded_row_count([0, 0], 2) == 2
+
+
+def test_zero_spread_share_counts_rows_of_groups_whose_advantages_are_all_zero():
+    from trl_sdar.agent.turn_rows import turn_advantages, zero_spread_share
+
+    # group a: one won episode (2 turns), one lost (2 turns); group b: every row 5; group c: one invalid turn (0.9)
+    scores = [10, 10, 0, 0, 5, 5, 5, 1, 0.9, 1, 1]
+    groups = ["a"] * 4 + ["b"] * 3 + ["c"] * 4
+    episodes = ["e1", "e1", "e2", "e2", "e3", "e3", "e4", "e5", "e5", "e6", "e6"]
+    assert zero_spread_share(scores, groups, episodes, over="turns") == 3 / 11  # only b is flat
+    # over episodes the first row of each episode counts: c becomes flat (1 and 1)
+    assert zero_spread_share(scores, groups, episodes, over="episodes") == 7 / 11
+    advantages = turn_advantages(scores, groups, episodes, over="turns")
+    for group in "abc":  # over turns, a flat group is one whose advantages are all 0
+        rows = [a for a, g in zip(advantages.tolist(), groups, strict=True) if g == group]
+        assert all(abs(a) < 1e-6 for a in rows) == (group == "b")
+    # TRL groups consecutive rows (here pairs): [10, 10], [0, 0] look flat although group a has a spread
+    assert zero_spread_share([], [], []) == 0.0 and zero_spread_share([3], ["x"], ["e"]) == 0.0
+    with pytest.raises(ValueError, match="differ in length"):
+        zero_spread_share([1, 2], ["a"], ["e", "f"])

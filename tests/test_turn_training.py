@@ -139,3 +139,21 @@ def test_two_processes_with_uneven_turn_rows_stay_in_lockstep(tiny_model_dir, tm
 def test_turn_rows_refuse_entropy_quantile_masks(tiny_model_dir, tmp_path):
     with pytest.raises(ValueError, match="top_entropy_quantile=0.5"):
         _trainer(tiny_model_dir, tmp_path, top_entropy_quantile=0.5)
+
+
+def test_logged_zero_std_share_is_over_the_grpo_groups_of_turn_rows(tiny_model_dir, tmp_path, monkeypatch):
+    from trl_sdar import trainer as trainer_module
+
+    trainer = _trainer(tiny_model_dir, tmp_path, sdar_coef=0.0)
+    seen = []
+    real = trainer_module.zero_spread_share
+    monkeypatch.setattr(
+        trainer_module, "zero_spread_share", lambda *a, **k: seen.append((a, real(*a, **k))) or seen[-1][1]
+    )
+    output = _batch(trainer)
+    (scores, groups, episodes), share = seen[-1]
+    assert trainer._metrics["train"]["frac_reward_zero_std"][-1] == share  # TRL's value replaced
+    assert len(set(groups)) == 2 and len(groups) == len(scores) > 4  # 2 tasks, several turn rows each
+    rows = output["advantages"][: len(scores)]
+    moving = (rows.abs() > 1e-6).float().mean().item()  # rows with an outcome signal
+    assert moving <= 1.0 - share + 1e-6 and (share < 1.0 or moving == 0.0)

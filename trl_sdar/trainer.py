@@ -15,7 +15,7 @@ from trl import GRPOConfig, GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import get_config_model_id
 
-from .agent.turn_rows import padded_row_count, row_multiple, turn_advantages
+from .agent.turn_rows import padded_row_count, row_multiple, turn_advantages, zero_spread_share
 from .checkpoint import load_training_state, save_training_state
 from .config import SDARConfig
 from .cpu_head import enable_compact_cpu_head
@@ -283,6 +283,9 @@ class SDARTrainer(GRPOTrainer):
         groups, episodes, scores = zip(*everything, strict=True) if everything else ((), (), ())
         over = self.rollout_func.settings.advantage_over
         advantages = turn_advantages(scores, groups, episodes, over=over, scale=self.scale_rewards)
+        mode = "train" if self.model.training else "eval"
+        if self._metrics[mode]["frac_reward_zero_std"]:  # TRL's value, over its own grouping of the rows: replace it
+            self._metrics[mode]["frac_reward_zero_std"][-1] = zero_spread_share(scores, groups, episodes, over=over)
         mine = torch.zeros(target, dtype=like.dtype, device=like.device)
         mine[: len(local)] = advantages[offset : offset + len(local)].to(like.device)
         return mine

@@ -39,14 +39,7 @@ def turn_advantages(
         raise ValueError(f"scale={scale!r} is not valid; expected one of {list(SCALES)}.")
     if not len(scores) == len(groups) == len(episodes):
         raise ValueError(f"scores, groups, episodes differ in length: {len(scores)}, {len(groups)}, {len(episodes)}")
-    contributing: dict[Hashable, list[float]] = {}
-    seen = set()
-    for score, group, episode in zip(scores, groups, episodes, strict=True):
-        if over == "episodes":
-            if (group, episode) in seen:
-                continue
-            seen.add((group, episode))
-        contributing.setdefault(group, []).append(float(score))
+    contributing = _contributing(scores, groups, episodes, over)
     stats = {g: _mean_std(values) for g, values in contributing.items()}
     if scale == "batch":
         everything = [v for values in contributing.values() for v in values]
@@ -61,6 +54,34 @@ def turn_advantages(
             centred /= batch_std + eps
         out.append(centred)
     return torch.tensor(out, dtype=torch.float32)
+
+
+def zero_spread_share(scores: Sequence[float], groups: Sequence[Hashable], episodes: Sequence[Hashable], *,
+                      over: str = "turns") -> float:  # fmt: skip
+    """Share of the rows whose GRPO group has no spread in the scores its mean and std are taken over (no outcome
+    signal; with `over="turns"` all its advantages are 0): TRL's `frac_reward_zero_std`, over the groups
+    `turn_advantages` uses. TRL's own value groups `num_generations`
+    consecutive rows, which in the `turn` unit are mostly turns of one episode, so it reads 1 where episodes differ."""
+    if not len(scores) == len(groups) == len(episodes):
+        raise ValueError(f"scores, groups, episodes differ in length: {len(scores)}, {len(groups)}, {len(episodes)}")
+    if not scores:
+        return 0.0
+    flat = {g for g, values in _contributing(scores, groups, episodes, over).items()
+            if len(values) > 1 and max(values) - min(values) <= 1e-8}  # fmt: skip
+    return sum(group in flat for group in groups) / len(groups)
+
+
+def _contributing(scores, groups, episodes, over: str) -> dict[Hashable, list[float]]:
+    """Per group, the scores its mean and std are taken over: every turn row, or one per episode (the first)."""
+    contributing: dict[Hashable, list[float]] = {}
+    seen = set()
+    for score, group, episode in zip(scores, groups, episodes, strict=True):
+        if over == "episodes":
+            if (group, episode) in seen:
+                continue
+            seen.add((group, episode))
+        contributing.setdefault(group, []).append(float(score))
+    return contributing
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
