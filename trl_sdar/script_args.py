@@ -51,9 +51,10 @@ class SDARScriptArguments(ScriptArguments):
             Real data: ALFWorld's data folder (else `ALFWORLD_DATA`), a WebShop checkout, or a JSONL corpus for
             Search-QA.
         env_difficulty (`str`, *optional*, defaults to `"default"`):
-            Built-in ALFWorld world size: `"tiny"` (the goal's receptacle, the three appliances and one starting
-            place, 3 object classes, one object each: small-model studies on CPU), `"easy"` (at most 8 receptacles,
-            6 object classes, one object each) or `"default"` (the whole ALFRED floor plan, as in the real games).
+            Built-in ALFWorld world size: `"tiny"` (the goal's receptacle, the floor plan's appliances and one
+            starting place, 3 object classes, one object each: small-model studies on CPU), `"easy"` (at most 8
+            receptacles, 6 object classes, one object each) or `"default"` (the whole ALFRED floor plan, as in the
+            real games).
         retriever_url (`str` or `None`, *optional*):
             Search-QA: a retrieval server on loopback (e.g. `http://127.0.0.1:8000/retrieve`).
         questions_path (`str` or `None`, *optional*):

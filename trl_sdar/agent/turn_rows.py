@@ -37,8 +37,6 @@ def turn_advantages(
         raise ValueError(f"over={over!r} is not valid; expected one of {list(ADVANTAGE_SCOPES)}.")
     if scale not in SCALES:
         raise ValueError(f"scale={scale!r} is not valid; expected one of {list(SCALES)}.")
-    if not len(scores) == len(groups) == len(episodes):
-        raise ValueError(f"scores, groups, episodes differ in length: {len(scores)}, {len(groups)}, {len(episodes)}")
     contributing = _contributing(scores, groups, episodes, over)
     stats = {g: _mean_std(values) for g, values in contributing.items()}
     if scale == "batch":
@@ -60,10 +58,8 @@ def zero_spread_share(scores: Sequence[float], groups: Sequence[Hashable], episo
                       over: str = "turns") -> float:  # fmt: skip
     """Share of the rows whose GRPO group has no spread in the scores its mean and std are taken over (no outcome
     signal; with `over="turns"` all its advantages are 0): TRL's `frac_reward_zero_std`, over the groups
-    `turn_advantages` uses. TRL's own value groups `num_generations`
-    consecutive rows, which in the `turn` unit are mostly turns of one episode, so it reads 1 where episodes differ."""
-    if not len(scores) == len(groups) == len(episodes):
-        raise ValueError(f"scores, groups, episodes differ in length: {len(scores)}, {len(groups)}, {len(episodes)}")
+    `turn_advantages` uses. TRL's own value groups `num_generations` consecutive rows, which in the `turn` unit are
+    mostly turns of one episode, so it reads 1 where episodes differ."""
     if not scores:
         return 0.0
     flat = {g for g, values in _contributing(scores, groups, episodes, over).items()
@@ -73,6 +69,8 @@ def zero_spread_share(scores: Sequence[float], groups: Sequence[Hashable], episo
 
 def _contributing(scores, groups, episodes, over: str) -> dict[Hashable, list[float]]:
     """Per group, the scores its mean and std are taken over: every turn row, or one per episode (the first)."""
+    if not len(scores) == len(groups) == len(episodes):
+        raise ValueError(f"scores, groups, episodes differ in length: {len(scores)}, {len(groups)}, {len(episodes)}")
     contributing: dict[Hashable, list[float]] = {}
     seen = set()
     for score, group, episode in zip(scores, groups, episodes, strict=True):

@@ -119,11 +119,10 @@ def _recipe_value(recipe: dict[str, Any], key: str, defaults: dict[str, Any]) ->
     return recipe[key] if key in recipe else defaults[key]
 
 
-def eval_task_types(spec: CompareSpec) -> list[str] | None:
-    """The task types evaluated on: `eval.task_types`, else the base recipe's `task_types` (None: all)."""
-    if spec.eval.task_types is not None:
-        return list(spec.eval.task_types)
-    return _recipe_value(base_recipe_values(spec), "task_types", recipe_field_defaults()) or None
+def _eval_setting(spec: CompareSpec, recipe: dict[str, Any], defaults: dict[str, Any], name: str) -> Any:
+    """An evaluation setting: the spec's `eval.<name>`, else the base recipe's value of the same key."""
+    value = getattr(spec.eval, name)
+    return _recipe_value(recipe, name, defaults) if value is None else value
 
 
 def eval_manifest(spec: CompareSpec) -> str:
@@ -136,14 +135,14 @@ def eval_manifest(spec: CompareSpec) -> str:
         manifest = load_manifest(spec.eval.manifest)
     except ValueError as error:
         raise CompareSpecError(f"eval.manifest: {error}") from None
-    recipe = base_recipe_values(spec)
-    env_name = _recipe_value(recipe, "env_name", recipe_field_defaults())
+    recipe, defaults = base_recipe_values(spec), recipe_field_defaults()
+    env_name = _recipe_value(recipe, "env_name", defaults)
     if manifest["env_name"] != env_name:
         raise CompareSpecError(
             f"eval.manifest={spec.eval.manifest!r} is for env_name={manifest['env_name']!r} but the base recipe "
             f"trains env_name={env_name!r}; pick a {env_name} manifest."
         )
-    if spec.eval.num_tasks is None or eval_task_types(spec):
+    if spec.eval.num_tasks is None or _eval_setting(spec, recipe, defaults, "task_types"):
         return spec.eval.manifest
     ids = manifest["task_ids"]
     if spec.eval.num_tasks > len(ids):
@@ -167,8 +166,7 @@ def eval_argv(spec: CompareSpec, model: str, manifest: str, student_skills: bool
     settings = spec.eval
 
     def pick(name: str) -> Any:
-        value = getattr(settings, name)
-        return _recipe_value(recipe, name, defaults) if value is None else value
+        return _eval_setting(spec, recipe, defaults, name)
 
     argv = ["eval", "--model", model, "--manifest", manifest, "--seeds", ",".join(map(str, settings.seeds)),
             "--temperature", str(settings.temperature), "--batch-size", str(settings.batch_size),
@@ -182,7 +180,7 @@ def eval_argv(spec: CompareSpec, model: str, manifest: str, student_skills: bool
         argv += ["--max-episode-tokens", str(_recipe_value(recipe, "max_completion_length", defaults))]
     if _recipe_value(recipe, "env_data_dir", defaults):
         argv += ["--env-data-dir", str(recipe["env_data_dir"])]
-    task_types = eval_task_types(spec)
+    task_types = pick("task_types")
     if task_types:
         argv += ["--task-types", ",".join(task_types)]
         if settings.num_tasks is not None:

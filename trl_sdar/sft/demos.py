@@ -27,8 +27,15 @@ from ..agent.generation import Generated
 from ..agent.prompts import search_action_text
 from ..agent.rollout import EnvRollout, RolloutSettings
 from ..envs.base import AgentEnv, Task
-from .rationale import alfworld_rationale, search_rationale, search_step_rationale, webshop_rationale
-from .search import receptacle_class, search_move
+from .rationale import (
+    alfworld_rationale,
+    entity_class,
+    parse_alfworld_command,
+    search_rationale,
+    search_step_rationale,
+    webshop_rationale,
+)
+from .search import search_move
 
 SKILLS_LAYOUTS = ("teacher", "student")
 
@@ -85,6 +92,8 @@ class ExpertGenerator:
     def start(self, task: Task) -> None:
         self.task, self.step, self.holding, self.searches = task, 0, "", 0
         self.here, self.visited = None, set()  # ALFWorld search: where the agent stands, what it has searched
+        goal = re.search(r"(?:in|on|in/on) (\w+)\.?$", task.instruction)  # "put some mug on shelf." → shelf
+        self.goal_class = goal.group(1) if goal else ""
         self.texts: list[str] = []
 
     def generate(self, contexts: list[list[int]], max_new_tokens: int) -> list[Generated]:
@@ -106,14 +115,15 @@ class ExpertGenerator:
                 why, action = alfworld_rationale(self.task, plan, self.holding, rng), plan[0]
             else:
                 why, action = search_step_rationale(move, self._wanted(plan), rng, first=not self.visited), move
-            if action.startswith("take "):
-                self.holding = action[len("take ") :].split(" from ")[0]
+            verb, obj, where = parse_alfworld_command(action)
+            if verb == "take":
+                self.holding = obj
                 self.visited = set()  # the next object is searched for afresh
-            elif action.startswith(("move ", "put ")):
+            elif verb in ("move", "put"):
                 self.holding = ""
-            elif action.startswith("go to "):
-                self.here = action[len("go to ") :]
-                self.visited.add(self.here)
+            elif verb == "go to":
+                self.here = where
+                self.visited.add(where)
         else:
             action = self.env.expert_action()
             explain = search_rationale if self.env.name == "search_qa" else webshop_rationale
@@ -124,14 +134,13 @@ class ExpertGenerator:
         return f"<think>{why}</think><action>{action}</action>"
 
     def _search_move(self, plan: list[str]) -> str | None:
-        goal = re.search(r"(?:in|on|in/on) (\w+)\.?$", self.task.instruction)
         admissible = self.env.current_observation().admissible_actions
-        return search_move(plan, admissible, self.here, self.visited, goal.group(1) if goal else "")
+        return search_move(plan, admissible, self.here, self.visited, self.goal_class)
 
     @staticmethod
     def _wanted(plan: list[str]) -> str:
-        take = next(c for c in plan if c.startswith("take "))
-        return receptacle_class(take[len("take ") :].split(" from ")[0])
+        """The class of the object the plan fetches next (`take mug 1 from shelf 1` → `mug`)."""
+        return entity_class(next(obj for verb, obj, _ in map(parse_alfworld_command, plan) if verb == "take"))
 
 
 def render_demonstrations(

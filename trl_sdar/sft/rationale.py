@@ -24,12 +24,12 @@ def _pick(rng: random.Random, options: Sequence[str]) -> str:
     return options[rng.randrange(len(options))]
 
 
-def _object_class(name: str) -> str:
+def entity_class(name: str) -> str:
     """`potato 1` → `potato`."""
     return re.sub(r"\s+\d+$", "", name.strip())
 
 
-def _parse_alfworld(command: str) -> tuple[str, str, str]:
+def parse_alfworld_command(command: str) -> tuple[str, str, str]:
     """(verb, object, receptacle) of an ALFWorld command; missing parts are ""."""
     for verb, pattern in (
         ("take", r"take (.+) from (.+)"),
@@ -51,21 +51,21 @@ def _parse_alfworld(command: str) -> tuple[str, str, str]:
 def _after_arriving(plan: Sequence[str]) -> tuple[str, str, str]:
     """What the plan does once it has gone somewhere: the command after the `go to` (after an `open`, if any)."""
     rest = [c for c in plan[1:3] if not c.startswith("open ")]
-    return _parse_alfworld(rest[0]) if rest else ("", "", "")
+    return parse_alfworld_command(rest[0]) if rest else ("", "", "")
 
 
 def alfworld_rationale(task: Task, plan: Sequence[str], holding: str, rng: random.Random) -> str:
     """Why the first command of `plan` (the expert's remaining plan) is played; `holding` is the object in hand."""
-    verb, obj, where = _parse_alfworld(plan[0])
+    verb, obj, where = parse_alfworld_command(plan[0])
     if verb == "go to":
         then, then_obj, _ = _after_arriving(plan)
         if then == "take":
-            wanted, goal = _object_class(then_obj), task.instruction.rstrip(".")
+            wanted, goal = entity_class(then_obj), task.instruction.rstrip(".")
             return _pick(rng, (f"I still need a {wanted}. I will look for it at {where}.",
                                f"The task is to {goal}. First I need a {wanted}, so I check {where}.",
                                f"No {wanted} in hand yet; {where} is the next place to search."))  # fmt: skip
         purpose = _ALF_WHY.get(_ALF_DO.get(then, ""), "to finish the task")
-        carried = _object_class(holding) if holding else "object"
+        carried = entity_class(holding) if holding else "object"
         return _pick(rng, (f"I have the {carried}. Now I go to {where} {purpose}.",
                            f"Holding the {carried}, I head to {where} {purpose}."))  # fmt: skip
     if verb == "open":
@@ -74,14 +74,14 @@ def alfworld_rationale(task: Task, plan: Sequence[str], holding: str, rng: rando
         return _pick(rng, (f"Here is {obj}, which the task needs. I pick it up.",
                            f"{obj} is here; I take it."))  # fmt: skip
     if verb in ("clean", "heat", "cool"):
-        return _pick(rng, (f"The task wants the {_object_class(obj)} {verb}ed, so I {verb} it with {where}.",
+        return _pick(rng, (f"The task wants the {entity_class(obj)} {verb}ed, so I {verb} it with {where}.",
                            f"Now I {verb} {obj} with {where}."))  # fmt: skip
     if verb in ("move", "put"):
         last = len(plan) == 1
         done = " That completes the task." if last else ""
         return _pick(rng, (f"I place {obj} in/on {where}.{done}", f"Time to put {obj} on {where}.{done}"))
     if verb == "use":
-        return _pick(rng, (f"I hold the {_object_class(holding) or 'object'}; turning on {where} lets me examine "
+        return _pick(rng, (f"I hold the {entity_class(holding) or 'object'}; turning on {where} lets me examine "
                            "it in the light.", f"With the object in hand, I switch on {where}."))  # fmt: skip
     return _pick(rng, ("I look around to see where things are.", "Let me check my surroundings first."))
 
@@ -89,7 +89,7 @@ def alfworld_rationale(task: Task, plan: Sequence[str], holding: str, rng: rando
 def search_step_rationale(command: str, wanted: str, rng: random.Random, first: bool = False) -> str:
     """Why a search step (`go to R` to look there, or `open R` to look inside) is played while `wanted` is unseen;
     `first`: the search's first move (nothing looked at yet)."""
-    verb, _, where = _parse_alfworld(command)
+    verb, _, where = parse_alfworld_command(command)
     if first:
         return _pick(rng, (f"I need a {wanted}, and I do not know where it is. I start the search at {where}.",
                            f"First I have to find a {wanted}; I check {where} first."))  # fmt: skip

@@ -11,13 +11,9 @@ Everything that is not a fetch (carrying, cleaning, heating, cooling, the lamp) 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
-
-def receptacle_class(name: str) -> str:
-    """`drawer 3` → `drawer`."""
-    return re.sub(r"\s+\d+$", "", name.strip())
+from .rationale import entity_class, parse_alfworld_command
 
 
 def fetch_source(plan: Sequence[str]) -> str | None:
@@ -25,12 +21,10 @@ def fetch_source(plan: Sequence[str]) -> str | None:
 
     A fetch is `take O from R`, possibly after `go to R` and/or `open R`.
     """
-    for command in plan[:3]:
-        match = re.fullmatch(r"take .+ from (.+)", command)
-        if match:
-            source = match.group(1)
-            before = plan[: plan.index(command)]
-            return source if all(c in (f"go to {source}", f"open {source}") for c in before) else None
+    for index, command in enumerate(plan[:3]):
+        verb, _, source = parse_alfworld_command(command)
+        if verb == "take":
+            return source if all(c in (f"go to {source}", f"open {source}") for c in plan[:index]) else None
     return None
 
 
@@ -47,7 +41,7 @@ def search_move(plan: Sequence[str], admissible: Sequence[str], here: str | None
     if here is not None and f"open {here}" in admissible:  # a closed receptacle: look inside first
         return None if here == source else f"open {here}"
     places = sorted(a[len("go to ") :] for a in admissible if a.startswith("go to "))
-    unsearched = [p for p in places if p not in visited and p != here and receptacle_class(p) != goal_class]
+    unsearched = [p for p in places if p not in visited and p != here and entity_class(p) != goal_class]
     if not unsearched or unsearched[0] == source:  # the sweep arrives where the expert goes
         return None
     return f"go to {unsearched[0]}"
