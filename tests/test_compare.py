@@ -65,9 +65,12 @@ def test_compare_trains_evaluates_summarises_and_resumes(tmp_path, tiny_model_di
         assert (row["valid_format_before"], row["valid_format_after"]) == (
             base["valid_format_rate"], after["valid_format_rate"])  # fmt: skip
         assert row["success_gain"] == pytest.approx(after["success_rate"] - base["success_rate"])
+        won = [e["won"] for seed in after["per_seed"] for e in seed["episodes"]]
+        assert (row["episodes_after"]["wins"], row["episodes_after"]["episodes"]) == (sum(won), 6)  # 3 tasks × 2 seeds
         history = json.loads((run / "log_history.json").read_text())
         step_times = _finite(history, "step_time")
         assert len(step_times) == 2 and row["steps"] == 2
+        assert row["train_success_per_step"] == _finite(history, "env/webshop/success")
         assert row["median_step_time_s"] == pytest.approx(statistics.median(step_times))
         assert row["train_runtime_s"] == history[-1]["train_runtime"] and row["train_wall_s"] > row["train_runtime_s"]
         gaps = _finite(history, "sdar/teacher_gap_mean")

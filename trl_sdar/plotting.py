@@ -286,7 +286,7 @@ def plot_runs(
     return [output_dir / name for name in figures]
 
 
-def _mean_success(history: History) -> tuple[list[int], list[float]]:
+def mean_success(history: History) -> tuple[list[int], list[float]]:
     """Per-step success averaged over the environments logged at that step (usually exactly one)."""
     steps, values = [], []
     for entry in history:
@@ -304,7 +304,7 @@ def summarize_run(run_dir: str | Path) -> dict[str, Any]:
     """
     history = load_log_history(run_dir)
     rewards = _series(history, "reward")[1]
-    successes = _mean_success(history)[1]
+    successes = mean_success(history)[1]
     gaps = _series(history, "sdar/teacher_gap_mean")[1]
     return {
         "run_dir": str(run_dir),
@@ -341,7 +341,7 @@ def _seed_band(histories: Sequence[History], key: str) -> tuple[list[int], list[
     """(steps, mean, min, max) over the seeds that logged `key` at each step (`success`: mean env success)."""
     by_step: dict[int, list[float]] = {}
     for history in histories:
-        steps, values = _mean_success(history) if key == "success" else _series(history, key)
+        steps, values = mean_success(history) if key == "success" else _series(history, key)
         for step, value in zip(steps, values):
             by_step.setdefault(step, []).append(value)
     steps = sorted(by_step)

@@ -8,7 +8,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from ..plotting import LOG_HISTORY_FILE, load_log_history
+from ..plotting import LOG_HISTORY_FILE, load_log_history, mean_success
+from .intervals import wilson_interval
 
 SEED_METRICS = (
     "success_before",
@@ -21,6 +22,7 @@ SEED_METRICS = (
     "train_wall_s",
     "train_runtime_s",
     "median_step_time_s",
+    "train_success_mean",
     "final_teacher_gap",
     "final_gate_mean",
 )
@@ -28,6 +30,13 @@ SEED_METRICS = (
 
 def _numbers(history: list[dict], key: str) -> list[float]:
     return [float(e[key]) for e in history if isinstance(e.get(key), (int, float)) and not isinstance(e[key], bool)]
+
+
+def episode_wins(report: dict) -> dict[str, Any]:
+    """Won episodes, episodes, and the 95% Wilson interval of the success rate, over every seed of an eval report."""
+    episodes = [e for seed in report["per_seed"] for e in seed["episodes"]]
+    wins = sum(bool(e["won"]) for e in episodes)
+    return {"wins": wins, "episodes": len(episodes), "ci95": list(wilson_interval(wins, len(episodes)))}
 
 
 def _train_runtime(run_dir: Path) -> float | None:
@@ -40,10 +49,12 @@ def _train_runtime(run_dir: Path) -> float | None:
 
 
 def seed_result(method: str, seed: int, run_dir: Path, record: dict, before: dict, after: dict) -> dict[str, Any]:
-    """One run's row: success and score before (the starting model) and after, times, final SDAR diagnostics."""
+    """One run's row: success and score before (the starting model) and after, with the episodes won and a 95%
+    interval; the training episodes' success per step; times; final SDAR diagnostics."""
     history = load_log_history(run_dir)
     step_times = _numbers(history, "step_time")
     gaps, gates = _numbers(history, "sdar/teacher_gap_mean"), _numbers(history, "sdar/gate_mean")
+    train_success = mean_success(history)[1]  # the training episodes' success rate at each logged step
     return {
         "method": method,
         "seed": seed,
@@ -53,6 +64,8 @@ def seed_result(method: str, seed: int, run_dir: Path, record: dict, before: dic
         "success_after": after["success_rate"],
         "success_gain": after["success_rate"] - before["success_rate"],
         "success_after_per_eval_seed": [s["success_rate"] for s in after["per_seed"]],
+        "episodes_before": episode_wins(before),
+        "episodes_after": episode_wins(after),
         "score_before": before["mean_score"],
         "score_after": after["mean_score"],
         "valid_format_before": before.get("valid_format_rate"),
@@ -61,6 +74,8 @@ def seed_result(method: str, seed: int, run_dir: Path, record: dict, before: dic
         "train_runtime_s": _train_runtime(run_dir),
         "median_step_time_s": statistics.median(step_times) if step_times else None,
         "step_times_s": step_times,
+        "train_success_mean": statistics.fmean(train_success) if train_success else None,
+        "train_success_per_step": train_success,
         "final_teacher_gap": gaps[-1] if gaps else None,
         "final_gate_mean": gates[-1] if gates else None,
         "resumed_from": record.get("resumed_from"),
@@ -123,6 +138,12 @@ def _pm(stats: dict | None, digits: int = 3) -> str:
     return f"{stats['mean']:.{digits}f}{std}"
 
 
+def _wins(row: dict) -> str:
+    before, after = row["episodes_before"], row["episodes_after"]
+    low, high = after["ci95"]
+    return f"{before['wins']} → {after['wins']} of {after['episodes']} ({low:.2f}–{high:.2f})"
+
+
 def results_markdown(summary: dict, figures: list[Path]) -> str:
     """`results.md`: what was compared, one row per method (mean ± sample std over seeds), one row per run."""
     reference = summary["time_reference"]
@@ -150,15 +171,17 @@ def results_markdown(summary: dict, figures: list[Path]) -> str:
         )
     lines += [
         "",
-        "| method | seed | steps | success before → after | valid format before → after | score after | "
-        "train wall (s) | median step (s) | final teacher gap | final gate |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| method | seed | steps | success before → after | episodes won before → after (95% interval after) | "
+        "valid format before → after | score after | training success (mean over steps) | train wall (s) | "
+        "median step (s) | final teacher gap | final gate |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in summary["runs"]:
         lines.append(
             f"| {row['method']} | {row['seed']} | {row['steps']} | {_fmt(row['success_before'])} → "
-            f"{_fmt(row['success_after'])} | {_fmt(row['valid_format_before'])} → {_fmt(row['valid_format_after'])} | "
-            f"{_fmt(row['score_after'])} | {_fmt(row['train_wall_s'], 1)} | "
+            f"{_fmt(row['success_after'])} | {_wins(row)} | "
+            f"{_fmt(row['valid_format_before'])} → {_fmt(row['valid_format_after'])} | "
+            f"{_fmt(row['score_after'])} | {_fmt(row['train_success_mean'])} | {_fmt(row['train_wall_s'], 1)} | "
             f"{_fmt(row['median_step_time_s'], 2)} | {_fmt(row['final_teacher_gap'])} | "
             f"{_fmt(row['final_gate_mean'])} |"
         )
