@@ -169,7 +169,7 @@ def test_zero_spread_share_counts_rows_of_groups_whose_advantages_are_all_zero()
     for group in "abc":  # over turns, a flat group is one whose advantages are all 0
         rows = [a for a, g in zip(advantages.tolist(), groups, strict=True) if g == group]
         assert all(abs(a) < 1e-6 for a in rows) == (group == "b")
-    # TRL groups consecutive rows (here pairs): [10, 10], [0, 0] look flat although group a has a spread
+    # nothing to count, and a group of one score (advantage = the score itself) is not flat
     assert zero_spread_share([], [], []) == 0.0 and zero_spread_share([3], ["x"], ["e"]) == 0.0
     with pytest.raises(ValueError, match="differ in length"):
         zero_spread_share([1, 2], ["a"], ["e", "f"])
