@@ -90,6 +90,7 @@ def test_two_cpu_processes_gather_metrics_and_agree_on_weights(tmp_path):
     cmd += ["--num_processes", "2", "--multi_gpu", "--main_process_port", "29517"]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "[trl-sdar] accelerate launch: 2 process(es), MULTI_GPU" in result.stdout  # the plan, as started
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["num_processes"] == 2
     a, b = summary["trainable_checksum_per_rank"]

@@ -8,10 +8,9 @@ command line, and the file values are checked by loading the YAML directly.
 
 import functools
 import json
+import os
 import re
 import shlex
-import sys
-import types
 from dataclasses import fields
 from pathlib import Path
 
@@ -293,51 +292,25 @@ VLLM_HOST = "10.0.0.9"  # stand-in address of the vLLM machine
 
 @pytest.fixture
 def launches(monkeypatch):
-    """Run `launch_with_accelerate` for real down to accelerate's launchers; record what they would start: torchrun's
-    arguments and environment (multi-GPU, FSDP, DeepSpeed) or the command and environment of a single process."""
-    import importlib.util
-    import subprocess
+    """Run `launch_with_accelerate` for real down to the point where it hands accelerate its parsed arguments (the
+    project's seam `trl_sdar.launch.start_processes`); return the LaunchPlan it printed and what it handed over."""
+    from trl_sdar import launch as launch_module
 
-    import accelerate.commands.launch as accelerate_launch
-    import torch.distributed.run as distrib_run
-
-    from trl_sdar.launch import LAUNCHED_ENV
-
-    started = []
-
-    def torchrun(args):
-        import os
-
-        started.append({"torchrun": vars(args).copy(), "env": dict(os.environ)})
-
-    class Popen:
-        returncode = 0
-
-        def __init__(self, cmd, env):
-            started.append({"cmd": list(cmd), "env": dict(env)})
-
-        def wait(self):
-            return 0
-
-    monkeypatch.setattr(distrib_run, "run", torchrun)
-    fake_subprocess = types.SimpleNamespace(Popen=Popen, CalledProcessError=subprocess.CalledProcessError)
-    monkeypatch.setattr(accelerate_launch, "subprocess", fake_subprocess)
-    if importlib.util.find_spec("deepspeed") is None:  # a GPU install; its launcher reads one constant from it
-        runner = types.ModuleType("deepspeed.launcher.runner")
-        runner.DEEPSPEED_ENVIRONMENT_NAME = ".deepspeed_env"
-        monkeypatch.setitem(sys.modules, "deepspeed.launcher.runner", runner)
-        monkeypatch.setattr(accelerate_launch, "is_deepspeed_available", lambda: True)
-    monkeypatch.setenv(LAUNCHED_ENV, "0")  # restored afterwards (the hand-off sets it to 1)
+    handed = []
+    monkeypatch.setattr(launch_module, "start_processes", lambda parsed: handed.append(parsed))
+    monkeypatch.setenv(launch_module.LAUNCHED_ENV, "0")  # restored afterwards (the hand-off sets it to 1)
     monkeypatch.chdir(ROOT)
 
-    def launch(argv: list[str]) -> dict:
-        from trl_sdar.launch import launch_with_accelerate, parse_train_args
-
-        *_, launch_args, cli_launch_args = parse_train_args(argv)
-        launch_with_accelerate(argv, launch_args, cli_launch_args)
-        monkeypatch.setenv(LAUNCHED_ENV, "0")  # this test process goes on as a launcher
-        assert len(started) == 1, started
-        return started.pop()
+    def launch(argv: list[str]):
+        *_, launch_args, cli_launch_args = launch_module.parse_train_args(argv)
+        plan = launch_module.launch_with_accelerate(argv, launch_args, cli_launch_args)
+        assert os.environ[launch_module.LAUNCHED_ENV] == "1"  # the started processes train, not re-launch
+        monkeypatch.setenv(launch_module.LAUNCHED_ENV, "0")  # this test process goes on as a launcher
+        assert len(handed) == 1, handed
+        parsed = handed.pop()
+        assert (parsed.module, parsed.training_script) == (True, plan.module)
+        assert parsed.training_script_args == plan.script_args
+        return plan
 
     return launch
 
@@ -350,32 +323,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def check_launch(started: dict, config_path: str, script_argv: list[str], machine_rank: int = 0) -> None:
-    """What accelerate would start matches the config: processes per machine, machines, rank, address, backend env."""
+def check_launch(plan, config_path: str, script_argv: list[str], machine_rank: int = 0) -> None:
+    """What accelerate is asked to start matches the config: processes, machines, rank, address, precision, GPUs."""
     config = load(ROOT / config_path)
-    env = started["env"]
-    assert env["TRL_SDAR_LAUNCHED"] == "1" and env["ACCELERATE_MIXED_PRECISION"] == config["mixed_precision"]
-    if config.get("gpu_ids", "all") != "all":
-        assert env["CUDA_VISIBLE_DEVICES"] == str(config["gpu_ids"])
-    if "cmd" in started:  # one process, started directly
-        assert config["num_processes"] == 1
-        assert started["cmd"] == [sys.executable, "-m", "trl_sdar.cli", "train", *script_argv]
-        return
-    run = started["torchrun"]
-    assert (run["module"], run["training_script"]) == (True, "trl_sdar.cli")
-    assert run["training_script_args"] == ["train", *script_argv]  # launch-only keys stay with accelerate
-    machines = config["num_machines"]
-    assert int(run["nproc_per_node"]) == config["num_processes"] // machines
-    if machines > 1:
-        assert (int(run["nnodes"]), run["node_rank"]) == (machines, machine_rank)
-        endpoint = run["rdzv_endpoint"] or f"{run['master_addr']}:{run['master_port']}"
-        assert endpoint.startswith(f"{MACHINE_0}:")
-    if config["distributed_type"] == "DEEPSPEED":
-        assert env["ACCELERATE_USE_DEEPSPEED"] == "true"
-        assert env["ACCELERATE_DEEPSPEED_ZERO_STAGE"] == str(config["deepspeed_config"]["zero_stage"])
-    if config["distributed_type"] == "FSDP":
-        version = str(config["fsdp_config"]["fsdp_version"])
-        assert (env["ACCELERATE_USE_FSDP"], env["FSDP_VERSION"]) == ("true", version)
+    assert Path(plan.config_file).resolve() == (ROOT / config_path).resolve()
+    assert (plan.module, plan.script_args) == ("trl_sdar.cli", ["train", *script_argv])  # launch-only keys removed
+    assert (plan.distributed_type, plan.mixed_precision) == (config["distributed_type"], config["mixed_precision"])
+    assert plan.gpu_ids == str(config.get("gpu_ids", "all"))
+    assert (plan.num_processes, plan.num_machines) == (config["num_processes"], config["num_machines"])
+    if plan.num_machines > 1:
+        assert (plan.machine_rank, plan.main_process_ip) == (machine_rank, MACHINE_0)
+    assert f"{config['num_processes'] // config['num_machines']} process(es)" in plan.describe()
 
 
 def _machine_args(config_path: str, machine_rank: int) -> list[str]:
@@ -390,8 +348,8 @@ def test_every_accelerate_config_launches_its_processes(launches, name):
     config_path = f"recipes/accelerate/{name}.yaml"
     script = ["--config", "recipes/quickstart/sdar_smollm2_alfworld_cpu.yaml"]
     for rank in (0, 1) if load(ROOT / config_path)["num_machines"] > 1 else (0,):
-        started = launches([*script, "--accelerate_config", config_path, *_machine_args(config_path, rank)])
-        check_launch(started, config_path, script, machine_rank=rank)
+        plan = launches([*script, "--accelerate_config", config_path, *_machine_args(config_path, rank)])
+        check_launch(plan, config_path, script, machine_rank=rank)
 
 
 @pytest.mark.parametrize("path", [p for p in RECIPES if "accelerate_config" in load(p)], ids=_id)
@@ -399,8 +357,8 @@ def test_every_recipe_launches_its_accelerate_config(launches, path):
     config_path = load(path)["accelerate_config"]
     script = ["--config", str(path.relative_to(ROOT)), *CPU_OVERRIDES]
     rank = 1 if load(ROOT / config_path)["num_machines"] > 1 else 0
-    started = launches([*script, *_machine_args(config_path, rank)])
-    check_launch(started, config_path, script, machine_rank=rank)
+    plan = launches([*script, *_machine_args(config_path, rank)])
+    check_launch(plan, config_path, script, machine_rank=rank)
 
 
 def header_commands(path: Path) -> list[list[str]]:
@@ -424,9 +382,9 @@ def test_commands_in_server_recipe_headers_launch(launches, path):
         assert training.vllm_mode == "server"
         config_path = load(ROOT / argv[argv.index("--config") + 1])["accelerate_config"]
         rank = int(argv[argv.index("--machine_rank") + 1]) if "--machine_rank" in argv else 0
-        started = launches([*argv, *CPU_OVERRIDES])
-        assert started["torchrun"]["training_script_args"][:3] == ["train", "--config", argv[1]]
-        check_launch(started, config_path, started["torchrun"]["training_script_args"][1:], machine_rank=rank)
+        plan = launches([*argv, *CPU_OVERRIDES])
+        assert plan.script_args[:3] == ["train", "--config", argv[1]]
+        check_launch(plan, config_path, plan.script_args[1:], machine_rank=rank)
         if load(ROOT / config_path)["num_machines"] > 1:
             assert training.vllm_server_host == VLLM_HOST  # another machine: its address is on the command line
         else:
@@ -436,9 +394,9 @@ def test_commands_in_server_recipe_headers_launch(launches, path):
 def test_accelerate_config_on_the_command_line_overrides_the_recipes(launches):
     recipe = "recipes/alfworld/sdar_qwen2.5-7b.yaml"  # names deepspeed_zero3.yaml
     script = ["--config", recipe, *CPU_OVERRIDES]
-    started = launches([*script, "--accelerate_config", "fsdp2"])  # a name of recipes/accelerate/*.yaml
-    check_launch(started, "recipes/accelerate/fsdp2.yaml", script)
-    assert "ACCELERATE_USE_DEEPSPEED" not in started["env"]
+    plan = launches([*script, "--accelerate_config", "fsdp2"])  # a name of recipes/accelerate/*.yaml
+    check_launch(plan, "recipes/accelerate/fsdp2.yaml", script)
+    assert plan.distributed_type == "FSDP"
 
 
 def test_several_machines_without_the_address_of_machine_0_is_a_clear_error(launches):
@@ -461,8 +419,9 @@ def test_batch_arithmetic_is_checked_against_the_processes_accelerate_will_start
     ]
     # 128 episodes = 2 × 2 × 32: this one process alone would have a generation batch of 2 × 2 = 4 < 8 generations
     argv = ["--config", recipe, *CPU_OVERRIDES, "--gradient_accumulation_steps", "2", *four_machines]
-    run = launches(argv)["torchrun"]
-    assert (int(run["nnodes"]), int(run["nproc_per_node"]), run["node_rank"]) == (4, 8, 1)
+    plan = launches(argv)
+    assert (plan.num_machines, plan.num_processes, plan.machine_rank) == (4, 32, 1)
+    assert "8 process(es) on machine 1 of 4" in plan.describe()
     with pytest.raises(ValueError, match=r"generation_batch_size \(4\) must be divisible by num_generations \(8\)"):
         launches(["--config", recipe, *CPU_OVERRIDES, "--per_device_train_batch_size", "1",  # 1 × 1 × 4 processes
                   "--gradient_accumulation_steps", "1", "--num_processes", "4", "--num_machines", "1"])  # fmt: skip

@@ -110,19 +110,17 @@ def test_multinode_script_serves_on_the_first_machine_and_trains_on_the_others(t
         machine_rank = int(trainer["rank"])
         assert argv[argv.index("--machine_rank") + 1] == str(machine_rank)
         assert argv[argv.index("--main_process_ip") + 1] == NODES[1]  # machine 0 of the training machines
-        started = launches([*argv[1:], *CPU_OVERRIDES])
-        check_launch_multi(started, recipe_path, machine_rank)
+        plan = launches([*argv[1:], *CPU_OVERRIDES])
+        check_launch_multi(plan, recipe_path, machine_rank)
         training = _parsed_training(argv[1:])
         assert (training.vllm_server_host, training.vllm_server_port) == (NODES[0], serve.port)
 
 
-def check_launch_multi(started: dict, recipe_path: str, machine_rank: int) -> None:
-    run = started["torchrun"]
-    assert (int(run["nnodes"]), run["node_rank"], int(run["nproc_per_node"])) == (2, machine_rank, 8)
-    endpoint = run["rdzv_endpoint"] or f"{run['master_addr']}:{run['master_port']}"
-    assert endpoint == f"{NODES[1]}:29500"
-    assert started["env"]["ACCELERATE_USE_DEEPSPEED"] == "true"
-    assert run["training_script_args"][:3] == ["train", "--config", recipe_path]
+def check_launch_multi(plan, recipe_path: str, machine_rank: int) -> None:
+    assert (plan.num_machines, plan.machine_rank, plan.num_processes) == (2, machine_rank, 16)
+    assert (plan.main_process_ip, plan.main_process_port) == (NODES[1], 29500)
+    assert plan.distributed_type == "DEEPSPEED"
+    assert plan.script_args[:3] == ["train", "--config", recipe_path]
 
 
 def _parsed_training(argv: list[str]):
@@ -137,10 +135,9 @@ def test_multinode_script_scales_to_more_training_machines(tmp_path, launches): 
                          RECIPE="recipes/alfworld/sdar_qwen2.5-7b_multinode_fsdp2.yaml")  # fmt: skip
     trainers = [r for r in records if r["program"] == "trl-sdar"]
     assert [(t["node"], t["rank"]) for t in trainers] == [("gpu-b", "0"), ("gpu-c", "1"), ("gpu-d", "2")]
-    started = launches([*trainers[2]["argv"][1:], *CPU_OVERRIDES])
-    run = started["torchrun"]
-    assert (int(run["nnodes"]), run["node_rank"], int(run["nproc_per_node"])) == (3, 2, 8)
-    assert (started["env"]["ACCELERATE_USE_FSDP"], started["env"]["FSDP_VERSION"]) == ("true", "2")
+    plan = launches([*trainers[2]["argv"][1:], *CPU_OVERRIDES])
+    assert (plan.num_machines, plan.machine_rank, plan.num_processes) == (3, 2, 24)
+    assert plan.distributed_type == "FSDP"
     assert _parsed_training(trainers[2]["argv"][1:]).gradient_accumulation_steps == 2  # the script's arguments
 
 
@@ -161,10 +158,10 @@ def test_single_node_script_splits_the_gpus_between_server_and_trainer(tmp_path,
     serve = parse_vllm_serve(server["argv"])
     check_fits(serve, load(ROOT / recipe_path))
     assert len(server["gpus"].split(",")) == serve.tensor_parallel_size
-    started = launches([*trainer["argv"][1:], *CPU_OVERRIDES])
+    plan = launches([*trainer["argv"][1:], *CPU_OVERRIDES])
     config_path = load(ROOT / recipe_path)["accelerate_config"]
-    check_launch(started, config_path, started["torchrun"]["training_script_args"][1:])
-    trainer_gpus = set(started["env"]["CUDA_VISIBLE_DEVICES"].split(","))
+    check_launch(plan, config_path, plan.script_args[1:])
+    trainer_gpus = set(plan.gpu_ids.split(","))
     assert trainer_gpus.isdisjoint(server["gpus"].split(","))  # generation on GPUs of its own
     assert len(trainer_gpus) + len(server["gpus"].split(",")) == 8
     training = _parsed_training(trainer["argv"][1:])
@@ -220,8 +217,5 @@ def test_commands_in_the_scaling_guide_parse_and_launch(launches):  # noqa: F811
         training = parse_train_args([*argv, *CPU_OVERRIDES])[1]
         assert training.vllm_mode == "server" and any(s.port == training.vllm_server_port for s in serves)
         assert any(s.model == recipe["model_name_or_path"] for s in serves)
-        run = launches([*argv, *CPU_OVERRIDES])["torchrun"]
-        assert (
-            int(run["nproc_per_node"]) * int(run["nnodes"].split(":")[0])
-            == load(ROOT / recipe["accelerate_config"])["num_processes"]
-        )
+        plan = launches([*argv, *CPU_OVERRIDES])
+        assert plan.num_processes == load(ROOT / recipe["accelerate_config"])["num_processes"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 from contextlib import contextmanager
-from dataclasses import fields
+from dataclasses import dataclass, fields
 
 LAUNCHED_ENV = "TRL_SDAR_LAUNCHED"  # set in processes started by our accelerate hand-off
 
@@ -156,29 +156,95 @@ def resolve_accelerate_config(launch_args: list[str]) -> list[str]:
     return ["--config_file", path, *rest]
 
 
-def launch_with_accelerate(train_argv: list[str], launch_args: list[str], cli_launch_args: list[str]) -> None:
-    """Re-run `trl_sdar.cli train …` under `accelerate launch` (launch-only keys stripped from the CLI part)."""
-    from accelerate.commands.launch import launch_command, launch_command_parser
+@dataclass(frozen=True)
+class LaunchPlan:
+    """What the accelerate hand-off will start, read from the launch arguments and the accelerate config file
+    (a command-line value wins over the file's, as in `accelerate launch`)."""
+
+    config_file: str | None
+    distributed_type: str  # the config's distributed_type ("NO" without a config)
+    mixed_precision: str
+    num_processes: int  # over all machines
+    num_machines: int
+    machine_rank: int
+    main_process_ip: str | None
+    main_process_port: int | None
+    gpu_ids: str  # "all" or a comma-separated list
+    module: str  # what every process runs: `python -m MODULE SCRIPT_ARGS...`
+    script_args: list[str]
+
+    def describe(self) -> str:
+        per_machine = self.num_processes // max(self.num_machines, 1)
+        where = f" on machine {self.machine_rank} of {self.num_machines}" if self.num_machines > 1 else ""
+        gpus = "" if self.gpu_ids == "all" else f", GPUs {self.gpu_ids}"
+        source = self.config_file or "accelerate's defaults"
+        return (
+            f"[trl-sdar] accelerate launch: {per_machine} process(es){where}, {self.distributed_type}, "
+            f"mixed precision {self.mixed_precision}{gpus} ({source})"
+        )
+
+
+def plan_launch(train_argv: list[str], launch_args: list[str], cli_launch_args: list[str]):
+    """(accelerate's parsed launch arguments, LaunchPlan) for re-running `trl_sdar.cli train …` under accelerate
+    (launch-only keys stripped from the command line that the processes get)."""
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.commands.launch import launch_command_parser
 
     script_argv = _without(train_argv, cli_launch_args)
-    os.environ[LAUNCHED_ENV] = "1"
     launch_args = resolve_accelerate_config(launch_args)
     parsed = launch_command_parser().parse_args([*launch_args, "--module", "trl_sdar.cli", "train", *script_argv])
-    check_machines(parsed)
+    config = load_config_from_file(parsed.config_file) if parsed.config_file else None
+
+    def value(name: str, default):
+        given = getattr(parsed, name, None)
+        if given is not None:
+            return given
+        from_file = getattr(config, name, None) if config is not None else None
+        return default if from_file is None else from_file
+
+    flags = {"use_deepspeed": "DEEPSPEED", "use_fsdp": "FSDP", "multi_gpu": "MULTI_GPU"}
+    distributed = next((kind for flag, kind in flags.items() if getattr(parsed, flag, False)), None)
+    if distributed is None:
+        distributed = getattr(config, "distributed_type", "NO") if config is not None else "NO"
+    plan = LaunchPlan(
+        config_file=parsed.config_file,
+        distributed_type=str(getattr(distributed, "value", distributed)),
+        mixed_precision=str(value("mixed_precision", "no")),
+        num_processes=int(value("num_processes", 1)),
+        num_machines=int(value("num_machines", 1)),
+        machine_rank=int(value("machine_rank", 0)),
+        main_process_ip=value("main_process_ip", None),
+        main_process_port=value("main_process_port", None),
+        gpu_ids=str(value("gpu_ids", "all")),
+        module=parsed.training_script,
+        script_args=list(parsed.training_script_args),
+    )
+    check_machines(plan)
+    return parsed, plan
+
+
+def start_processes(parsed) -> None:
+    """Hand the parsed launch arguments to accelerate (`accelerate launch`'s own entry point)."""
+    from accelerate.commands.launch import launch_command
+
     launch_command(parsed)
 
 
-def check_machines(parsed) -> None:
-    """Several machines need the address of machine 0 (accelerate would otherwise wait for `None:PORT`)."""
-    from accelerate.commands.config.config_args import load_config_from_file
+def launch_with_accelerate(train_argv: list[str], launch_args: list[str], cli_launch_args: list[str]) -> LaunchPlan:
+    """Re-run `trl_sdar.cli train …` under `accelerate launch`; print and return what was started."""
+    parsed, plan = plan_launch(train_argv, launch_args, cli_launch_args)
+    print(plan.describe(), flush=True)
+    os.environ[LAUNCHED_ENV] = "1"
+    start_processes(parsed)
+    return plan
 
-    config = load_config_from_file(parsed.config_file) if parsed.config_file else None
-    machines = parsed.num_machines or (config.num_machines if config else 1)
-    address = parsed.main_process_ip or (config.main_process_ip if config else None)
-    if machines > 1 and not address:
+
+def check_machines(plan: LaunchPlan) -> None:
+    """Several machines need the address of machine 0 (accelerate would otherwise wait for `None:PORT`)."""
+    if plan.num_machines > 1 and not plan.main_process_ip:
         raise ValueError(
-            f"num_machines={machines} needs main_process_ip, the address of machine 0 (every machine gives the same "
-            "one): add `--main_process_ip ADDRESS --machine_rank R` to the command line of machine R."
+            f"num_machines={plan.num_machines} needs main_process_ip, the address of machine 0 (every machine gives "
+            "the same one): add `--main_process_ip ADDRESS --machine_rank R` to the command line of machine R."
         )
 
 
