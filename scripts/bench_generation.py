@@ -55,11 +55,11 @@ def load_model(name: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if name == "tiny":
-        from trl_sdar.testing import make_tiny_model_dir
+        from trl_sdar.models.tiny import make_tiny_model_dir
 
         path = make_tiny_model_dir(tempfile.mkdtemp(prefix="tiny-qwen2-"))
     elif name == "smollm2":
-        from trl_sdar.pretrained import smollm2_model_dir
+        from trl_sdar.models.smollm2 import smollm2_model_dir
 
         path = smollm2_model_dir()
     else:

@@ -645,10 +645,10 @@ def run_teacher_only(model_dir: str, settings: Settings, workdir: Path, verbose:
 # ----------------------------------------------------------------------------------------------- orchestration
 def prepare_model_dir(model_name: str, workdir: Path) -> str:
     if model_name == "tiny":
-        from trl_sdar.testing import make_tiny_model_dir
+        from trl_sdar.models.tiny import make_tiny_model_dir
 
         return str(make_tiny_model_dir(workdir / "tiny"))
-    from trl_sdar.pretrained import smollm2_model_dir
+    from trl_sdar.models.smollm2 import smollm2_model_dir
 
     return str(smollm2_model_dir())
 

@@ -71,7 +71,7 @@ def main() -> None:
 
     import torch
 
-    from trl_sdar.testing import make_tiny_model_dir
+    from trl_sdar.models.tiny import make_tiny_model_dir
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:

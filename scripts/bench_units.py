@@ -30,10 +30,10 @@ def run_unit(opts: argparse.Namespace) -> dict:
 
     from trl_sdar import SDARConfig, SDARTrainer
     from trl_sdar.agent.rollout import EnvRollout, RolloutSettings, env_reward
+    from trl_sdar.commands.train import resolve_model_path
     from trl_sdar.envs import make_env
     from trl_sdar.envs.alfworld_games import EASY
     from trl_sdar.skills import SkillSelector
-    from trl_sdar.train import resolve_model_path
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     settings = RolloutSettings(

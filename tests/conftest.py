@@ -11,6 +11,6 @@ torch.set_num_threads(1)  # multithreaded tiny ops run many times slower under c
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
-    from trl_sdar.testing import make_tiny_model_dir
+    from trl_sdar.models.tiny import make_tiny_model_dir
 
     return str(make_tiny_model_dir(tmp_path_factory.mktemp("tiny-qwen2")))

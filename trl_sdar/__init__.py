@@ -9,9 +9,9 @@ __all__ = ["EnvRollout", "RolloutSettings", "SDARConfig", "SDARTrainer", "env_re
 __version__ = "0.1.0"
 
 _LOCATIONS = {
-    "SDARConfig": ".config",
-    "SDARTrainer": ".trainer",
-    "sdar_distillation_loss": ".losses",
+    "SDARConfig": ".method.config",
+    "SDARTrainer": ".method.trainer",
+    "sdar_distillation_loss": ".method.losses",
     "EnvRollout": ".agent.rollout",
     "RolloutSettings": ".agent.rollout",
     "env_reward": ".agent.rollout",

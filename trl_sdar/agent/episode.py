@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ..envs.base import AgentEnv, Observation, Task
-from .prompts import StepView, history_pairs_follow_the_action, remembered_observation, step_prompt
+from trl_sdar.agent.prompts import StepView, history_pairs_follow_the_action, remembered_observation, step_prompt
+from trl_sdar.envs.base import AgentEnv, Observation, Task
 
 
 @dataclass(frozen=True)

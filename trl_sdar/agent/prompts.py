@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..envs.base import Observation, Task
+from trl_sdar.envs.base import Observation, Task
 
 WEBSHOP_MAX_PROMPT_CHARS = 13_000
 

@@ -24,13 +24,13 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
 
-from ..envs.base import AgentEnv, Observation, StepResult, Task
-from .chat import ChatTurns
-from .episode import Episode, TurnRecord
-from .generation import Generated, Generator, make_generator
-from .parsing import PARSERS, ParsedTurn, parse_turn
-from .prompts import STEP_TEMPLATES, StepView, search_action_text, step_prompt
-from .turn_rows import ADVANTAGE_SCOPES
+from trl_sdar.agent.chat import ChatTurns
+from trl_sdar.agent.episode import Episode, TurnRecord
+from trl_sdar.agent.generation import Generated, Generator, make_generator
+from trl_sdar.agent.parsing import PARSERS, ParsedTurn, parse_turn
+from trl_sdar.agent.prompts import STEP_TEMPLATES, StepView, search_action_text, step_prompt
+from trl_sdar.envs.base import AgentEnv, Observation, StepResult, Task
+from trl_sdar.method.turns.advantages import ADVANTAGE_SCOPES
 
 logger = logging.getLogger(__name__)
 INVALID_FORMAT_FEEDBACK = "Invalid response: reason inside <think>…</think>, then answer with the required tags."
@@ -118,7 +118,7 @@ class EnvRollout:
         """
         from datasets import Dataset
 
-        from ..envs.selection import select_task_types
+        from trl_sdar.envs.selection import select_task_types
 
         env, rows = self._env(0), []
         for task_id in select_task_types(env, task_ids, task_types):

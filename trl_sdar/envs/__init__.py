@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib import import_module
 
-from .base import AgentEnv, Observation, StepResult, Task
+from trl_sdar.envs.base import AgentEnv, Observation, StepResult, Task
 
 ENV_CLASSES = {
     "alfworld": ("trl_sdar.envs.alfworld", "AlfworldEnv"),
@@ -22,7 +22,7 @@ def make_env(name: str, *, subprocess: bool = False, **kwargs) -> AgentEnv:
     if name not in ENV_CLASSES:
         raise ValueError(f"Unknown environment {name!r}; expected one of {sorted(ENV_CLASSES)}.")
     if subprocess:
-        from .subprocess_env import SubprocessEnv
+        from trl_sdar.envs.subprocess_env import SubprocessEnv
 
         return SubprocessEnv(name, **kwargs)
     module, cls = ENV_CLASSES[name]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from .base import AgentEnv
+from trl_sdar.envs.base import AgentEnv
 
 
 def select_task_types(env: AgentEnv, task_ids: Iterable[int], task_types: Sequence[str] | None,

@@ -10,11 +10,11 @@ import multiprocessing as mp
 import threading
 from typing import Any
 
-from .base import Observation, StepResult, Task
+from trl_sdar.envs.base import Observation, StepResult, Task
 
 
 def _serve(connection, name: str, kwargs: dict) -> None:
-    from . import make_env
+    from trl_sdar.envs import make_env
 
     try:
         env = make_env(name, **kwargs)

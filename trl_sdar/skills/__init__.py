@@ -10,7 +10,7 @@
 Students never see skills; the trainer adds its own header around the returned text.
 """
 
-from .library import (
+from trl_sdar.skills.library import (
     SkillLibrary,
     SkillLibraryError,
     builtin_bank_path,
@@ -18,8 +18,8 @@ from .library import (
     load_builtin_skills,
     load_skill_library,
 )
-from .retrieval import BM25Retriever, EmbeddingRetriever, Retriever
-from .selection import SELECTION_MODES, SelectionMode, SkillSelector, rule_based_skills, select_skills
+from trl_sdar.skills.retrieval import BM25Retriever, EmbeddingRetriever, Retriever
+from trl_sdar.skills.selection import SELECTION_MODES, SelectionMode, SkillSelector, rule_based_skills, select_skills
 
 __all__ = [
     "SELECTION_MODES",

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Literal, get_args
 
-from ..envs.base import Task
-from .library import GENERAL_SKILL, SkillLibrary, canonical_env_name, load_builtin_skills
-from .retrieval import BM25Retriever, EmbeddingRetriever, Retriever
+from trl_sdar.envs.base import Task
+from trl_sdar.skills.library import GENERAL_SKILL, SkillLibrary, canonical_env_name, load_builtin_skills
+from trl_sdar.skills.retrieval import BM25Retriever, EmbeddingRetriever, Retriever
 
 SelectionMode = Literal["rules", "all", "bm25", "embedding"]
 SELECTION_MODES: tuple[str, ...] = get_args(SelectionMode)

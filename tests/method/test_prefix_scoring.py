@@ -1,0 +1,276 @@
+"""Shared-prefix teacher scoring: the grouping (pure) and the KV-reusing pass against TRL's unshared pass (fp32)."""
+
+from contextlib import nullcontext
+from types import SimpleNamespace
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl import GRPOTrainer
+from trl.trainer.utils import add_fused_lm_head
+
+from trl_sdar import SDARConfig, SDARTrainer
+from trl_sdar.method.prefix_scoring import (
+    PrefixGroup,
+    group_rows_by_prefix,
+    nest_groups,
+    prefix_sharing_unsupported_reason,
+    shared_prefix_logps,
+)
+
+TOL = 1e-5
+PAD = 0
+CONTEXT = list(range(100, 140))  # 40 shared "context" tokens
+
+
+# --------------------------------------------------------------------------------------------------- grouping
+def _encoded_tokens(rows, groups):
+    return sum(sum(len(rows[i]) for i in g.rows) - max(len(g.rows) - 1, 0) * g.prefix_len for g in groups)
+
+
+def test_generations_of_one_prompt_share_all_but_their_last_prompt_token():
+    a, b = list(range(1, 21)), list(range(21, 39))
+    groups = group_rows_by_prefix([a, b, a, b, a])
+    assert sorted(groups, key=lambda g: g.rows) == [
+        PrefixGroup((0, 2, 4), len(a) - 1),
+        PrefixGroup((1, 3), len(b) - 1),
+    ]
+
+
+def test_rows_with_a_long_common_context_and_short_prompts_share_the_context():
+    rows = [CONTEXT + [1, 2, 3], CONTEXT + [4, 5], CONTEXT + [1, 2, 3], CONTEXT + [6, 7, 8, 9]]
+    assert group_rows_by_prefix(rows) == [PrefixGroup((0, 2, 1, 3), len(CONTEXT))]  # 40 + 3 + 3 + 2 + 4 tokens
+
+
+def test_short_common_prefixes_and_lone_rows_are_scored_unshared_together():
+    rows = [[1, 2, 3, 4], CONTEXT + [5], [1, 2, 3, 9], CONTEXT + [6], [7]]
+    groups = group_rows_by_prefix(rows, min_shared=16)
+    assert groups == [PrefixGroup((1, 3), len(CONTEXT)), PrefixGroup((0, 2, 4), 0)]
+    assert group_rows_by_prefix([[1, 2, 3, 4], [1, 2, 3, 9]], min_shared=2) == [PrefixGroup((0, 1), 3)]
+
+
+def test_splits_a_context_group_when_whole_prompts_repeat():
+    # 2 prompts x 3 generations under one context: sharing each prompt (2 groups) beats sharing the context (1 group)
+    p, q = CONTEXT + list(range(1, 31)), CONTEXT + list(range(31, 61))
+    rows = [p, p, p, q, q, q]
+    groups = group_rows_by_prefix(rows)
+    assert sorted(g.rows for g in groups) == [(0, 1, 2), (3, 4, 5)]
+    assert _encoded_tokens(rows, groups) == 2 * (len(p) + 2)
+
+
+def test_groups_under_one_context_encode_the_context_once():
+    p, q, lone = CONTEXT + list(range(1, 31)), CONTEXT + list(range(31, 61)), list(range(70, 90))
+    prompts = [p, p, q, q, lone]
+    groups = group_rows_by_prefix(prompts)
+    assert sorted(g.rows for g in groups) == [(0, 1), (2, 3), (4,)]
+    families = nest_groups(prompts, groups)
+    assert [(root, sorted(g.rows for g in gs)) for root, gs in families] == [(40, [(0, 1), (2, 3)]), (0, [(4,)])]
+
+
+def test_rejects_an_empty_row():
+    with pytest.raises(ValueError, match="at least one prompt token"):
+        group_rows_by_prefix([[1, 2], []])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 2), st.lists(st.integers(1, 4), min_size=1, max_size=6)), min_size=1, max_size=9)
+)
+def test_grouping_is_a_valid_partition_that_never_costs_more(spec):
+    contexts = [[50] * 20, [50] * 10 + [60] * 10, []]
+    rows = [contexts[c] + tail for c, tail in spec]
+    groups = group_rows_by_prefix(rows, min_shared=4)
+    assert sorted(i for g in groups for i in g.rows) == list(range(len(rows)))
+    assert sum(g.prefix_len == 0 for g in groups) <= 1
+    for g in groups:
+        for i in g.rows:
+            assert g.prefix_len < len(rows[i])  # every row keeps a prompt token of its own
+            assert rows[i][: g.prefix_len] == rows[g.rows[0]][: g.prefix_len]
+        assert g.prefix_len == 0 or (g.prefix_len >= 4 and len(g.rows) >= 2)
+    unshared = sum(len(r) for r in rows)
+    assert _encoded_tokens(rows, groups) <= unshared
+    by_context = {}
+    for i, (c, _) in enumerate(spec):
+        by_context.setdefault(c, []).append(i)
+    naive = [PrefixGroup(tuple(m), len(contexts[c])) for c, m in by_context.items() if c < 2 and len(m) > 1]
+    naive_cost = _encoded_tokens(rows, naive) + sum(len(rows[i]) for c, m in by_context.items() for i in m
+                                                    if c == 2 or len(m) == 1)  # fmt: skip
+    assert _encoded_tokens(rows, groups) <= naive_cost  # at least as good as "share each context"
+
+
+# --------------------------------------------------------------------------------------------- bare model path
+def _left_padded(rows):
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([[PAD] * (width - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    return ids, mask
+
+
+def _batch(vocab, seed=0):
+    """Teacher prompts (two prompts x generations under one context, two other rows), completions, masks."""
+    g = torch.Generator().manual_seed(seed)
+    tokens = lambda n: torch.randint(3, vocab, (n,), generator=g).tolist()  # noqa: E731
+    context, first, second = tokens(40), tokens(30), tokens(25)
+    prompts = [context + first] * 3 + [context + second] * 2 + [tokens(12), context + tokens(5)]
+    ids, mask = _left_padded(prompts)
+    completion = torch.randint(3, vocab, (len(prompts), 7), generator=g)
+    completion_mask = torch.ones_like(completion)
+    completion_mask[0, 4:] = 0  # finished early
+    completion_mask[4, 1:] = 0
+    return ids, mask, completion, completion_mask
+
+
+def _reference(model, ids, mask, completion, completion_mask, batch_size):
+    """TRL's own unshared pass (`GRPOTrainer._get_per_token_logps_and_entropies`)."""
+    trainer = SimpleNamespace(accelerator=SimpleNamespace(autocast=nullcontext, is_main_process=True))
+    with torch.no_grad():
+        logps, _, _ = GRPOTrainer._get_per_token_logps_and_entropies(
+            trainer,
+            model,
+            torch.cat([ids, completion], 1),
+            torch.cat([mask, completion_mask], 1),
+            completion.size(1),
+            batch_size=batch_size,
+        )
+    return logps
+
+
+@pytest.fixture(scope="module")
+def fused_model(tiny_model_dir):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    add_fused_lm_head(model, temperature=0.7, outputs=("log_probs", "entropy"))
+    return model
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 7])
+def test_matches_trl_unshared_pass(fused_model, batch_size):
+    ids, mask, completion, completion_mask = _batch(fused_model.config.vocab_size)
+    reference = _reference(fused_model, ids, mask, completion, completion_mask, batch_size)
+    with torch.no_grad():
+        shared = shared_prefix_logps(fused_model, ids, mask, completion, completion_mask, batch_size=batch_size)
+    assert shared.shape == completion.shape
+    assert (shared - reference).abs().max().item() <= TOL
+    assert torch.all(shared[completion_mask == 0] == 0) and torch.all(shared[completion_mask == 1] < 0)
+
+
+def test_matches_log_softmax_of_logits_over_temperature(fused_model):
+    """Independent of TRL: position t's logits / T predict token t + 1; the first completion token included."""
+    ids, mask, completion, completion_mask = _batch(fused_model.config.vocab_size, seed=1)
+    with torch.no_grad():
+        shared = shared_prefix_logps(fused_model, ids, mask, completion, completion_mask, batch_size=3)
+        for row in (0, 3, 5):
+            prompt = ids[row][mask[row].bool()]
+            full = torch.cat([prompt, completion[row]]).unsqueeze(0)
+            logits = fused_model(input_ids=full).logits[0, len(prompt) - 1 : -1] / 0.7  # (C, V)
+            expected = logits.log_softmax(-1).gather(1, completion[row].unsqueeze(1)).squeeze(1)
+            expected = expected * completion_mask[row]
+            assert (shared[row] - expected).abs().max().item() <= TOL, row
+
+
+def test_micro_batches_are_bounded_and_each_prefix_is_read_once(fused_model):
+    ids, mask, completion, completion_mask = _batch(fused_model.config.vocab_size)
+    calls = []  # (rows, tokens, scoring call?)
+
+    def record(module, args, kwargs):
+        calls.append((*kwargs["input_ids"].shape, kwargs.get("labels") is not None))
+
+    hook = fused_model.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            shared_prefix_logps(fused_model, ids, mask, completion, completion_mask, batch_size=2)
+    finally:
+        hook.remove()
+    prompts = [r[m.bool()].tolist() for r, m in zip(ids, mask)]
+    families = nest_groups(prompts, group_rows_by_prefix(prompts))
+    assert max(root for root, _ in families) >= 39  # the context is encoded once under both prompts
+    expected = []
+    for root, groups in families:
+        expected += [(1, root, False)] if root else []
+        expected += [(1, g.prefix_len - root, False) for g in groups if g.prefix_len]
+    assert [c for c in calls if not c[2]] == expected  # every prefix (part) read once, at batch 1
+    assert all(rows <= 2 for rows, _, _ in calls)
+    read = sum(rows * tokens for rows, tokens, _ in calls)
+    assert read < 0.5 * (ids.numel() + completion.numel())  # the unshared pass reads B x (padded width + C)
+
+
+def test_models_with_sliding_window_or_linear_layers_are_reported(fused_model):
+    assert prefix_sharing_unsupported_reason(fused_model) is None
+    fake = SimpleNamespace(config=SimpleNamespace(layer_types=["full_attention", "sliding_attention"]))
+    assert "sliding_attention" in prefix_sharing_unsupported_reason(fake)
+    fake = SimpleNamespace(config=SimpleNamespace(sliding_window=4096, use_sliding_window=True))
+    assert "sliding_window=4096" in prefix_sharing_unsupported_reason(fake)
+
+
+# ------------------------------------------------------------------------------------------ through the trainer
+def _trainer(tiny_model_dir, tmp_path, peft, kind):
+    from datasets import Dataset
+    from peft import LoraConfig
+
+    args = SDARConfig(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        bf16=False,
+        report_to="none",
+        save_strategy="no",
+        num_generations=2,
+        per_device_train_batch_size=4,
+        max_completion_length=8,
+        gradient_checkpointing=False,
+        temperature=0.8,
+        teacher_model_kind=kind,
+    )
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0) if peft else None
+    return SDARTrainer(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        lambda completions, **kw: [0.0] * len(completions),
+        args=args,
+        train_dataset=Dataset.from_list([{"prompt": "a", "privileged_context": "b"}] * 4),
+        processing_class=AutoTokenizer.from_pretrained(tiny_model_dir),
+        peft_config=lora,
+    )
+
+
+def _perturb(trainer, peft):
+    """Make student, frozen teacher and EMA teacher all differ, so scoring with the wrong weights would show."""
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for name, p in trainer.model.named_parameters():
+            if (".default." in name or ".teacher." in name) if peft else p.dim() == 2:
+                p.add_(0.02 * torch.randn(p.shape, generator=g))  # about one init std
+
+
+@pytest.mark.parametrize("peft", [False, True], ids=["full", "lora"])
+def test_trainer_teacher_logps_shared_equal_unshared_for_every_kind(tiny_model_dir, tmp_path, peft):
+    results = {}
+    for kind in ("live", "base", "ema"):
+        trainer = _trainer(tiny_model_dir, tmp_path / kind, peft, kind)
+        assert trainer._share_teacher_prefix  # the default
+        _perturb(trainer, peft)
+        ids, mask, completion, completion_mask = _batch(trainer.model.config.vocab_size, seed=2)
+        inputs = {
+            "teacher_prompt_ids": ids,
+            "teacher_prompt_mask": mask,
+            "completion_ids": completion,
+            "completion_mask": completion_mask,
+        }
+        shared = trainer._teacher_logps(inputs, batch_size=2)
+        trainer._share_teacher_prefix = False
+        unshared = trainer._teacher_logps(inputs, batch_size=2)
+        assert (shared - unshared).abs().max().item() <= TOL, kind
+        assert not shared.requires_grad
+        if peft:
+            assert trainer.model.active_adapter == "default"
+        results[kind] = shared
+    # the three teachers really are different weights (a prefix encoded with the wrong ones would fail above)
+    assert (results["live"] - results["base"]).abs().max() > 1e-3
+    assert (results["live"] - results["ema"]).abs().max() > 1e-3
+    if peft:
+        assert (results["base"] - results["ema"]).abs().max() > 1e-3
+
+
+def test_config_switch_turns_sharing_off_and_is_validated(tiny_model_dir, tmp_path):
+    assert SDARConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False).teacher_share_prefix is True
+    with pytest.raises(ValueError, match="teacher_share_prefix='yes'"):
+        SDARConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, teacher_share_prefix="yes")

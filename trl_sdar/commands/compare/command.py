@@ -1,0 +1,33 @@
+"""`trl-sdar compare`: the command's options and its one-line errors (the work is in this package's other modules)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from trl_sdar.commands.argtypes import smoothing
+from trl_sdar.commands.errors import one_line_errors
+
+HELP = "methods × seeds from one starting model, evaluated on a pinned manifest"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of `trl-sdar compare`."""
+    p.add_argument("spec", type=Path, help="comparison spec (YAML), e.g. recipes/compare/quickstart_cpu.yaml")
+    p.add_argument("--output-dir", type=Path, default=None, help="replaces the spec's output_dir")
+    p.add_argument("--dry-run", action="store_true", help="print the runs and the evaluation; run nothing")
+    p.add_argument("--smooth", type=smoothing, default=0.0, help="EMA smoothing of the plotted curves")
+
+
+def run_compare(args: argparse.Namespace) -> dict | None:
+    from trl_sdar.commands.compare.run import dry_run
+    from trl_sdar.commands.compare.run import run_compare as compare
+    from trl_sdar.commands.compare.runner import CompareRunError
+    from trl_sdar.commands.compare.spec import load_spec
+
+    with one_line_errors("compare", CompareRunError):
+        spec = load_spec(args.spec, args.output_dir)
+        if args.dry_run:
+            print("\n".join(dry_run(spec)))
+            return None
+        return compare(spec, smooth=args.smooth)

@@ -1,0 +1,189 @@
+"""The comparison's results: per (method, seed) numbers read back from each run's eval report and log history,
+per-method mean ± spread over seeds, time ratios, `summary.json` and `results.md`."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from trl_sdar.commands.compare.intervals import wilson_interval
+from trl_sdar.commands.plot.figures import LOG_HISTORY_FILE, load_log_history, mean_success
+
+SEED_METRICS = (
+    "success_before",
+    "success_after",
+    "success_gain",
+    "score_before",
+    "score_after",
+    "valid_format_before",
+    "valid_format_after",
+    "train_wall_s",
+    "train_runtime_s",
+    "median_step_time_s",
+    "train_success_mean",
+    "final_teacher_gap",
+    "final_gate_mean",
+)
+
+
+def _numbers(history: list[dict], key: str) -> list[float]:
+    return [float(e[key]) for e in history if isinstance(e.get(key), (int, float)) and not isinstance(e[key], bool)]
+
+
+def episode_wins(report: dict) -> dict[str, Any]:
+    """Won episodes, episodes, and the 95% Wilson interval of the success rate, over every seed of an eval report."""
+    episodes = [e for seed in report["per_seed"] for e in seed["episodes"]]
+    wins = sum(bool(e["won"]) for e in episodes)
+    return {"wins": wins, "episodes": len(episodes), "ci95": list(wilson_interval(wins, len(episodes)))}
+
+
+def _train_runtime(run_dir: Path) -> float | None:
+    """The Trainer's own `train_runtime` (seconds in `trainer.train`, without loading and saving)."""
+    path = run_dir / LOG_HISTORY_FILE
+    if not path.is_file():
+        return None
+    values = [e["train_runtime"] for e in json.loads(path.read_text()) if isinstance(e, dict) and "train_runtime" in e]
+    return float(values[-1]) if values else None
+
+
+def seed_result(method: str, seed: int, run_dir: Path, record: dict, before: dict, after: dict) -> dict[str, Any]:
+    """One run's row: success and score before (the starting model) and after, with the episodes won and a 95%
+    interval; the training episodes' success per step; times; final SDAR diagnostics."""
+    history = load_log_history(run_dir)
+    step_times = _numbers(history, "step_time")
+    gaps, gates = _numbers(history, "sdar/teacher_gap_mean"), _numbers(history, "sdar/gate_mean")
+    train_success = mean_success(history)[1]  # the training episodes' success rate at each logged step
+    return {
+        "method": method,
+        "seed": seed,
+        "run_dir": str(run_dir),
+        "steps": history[-1]["step"],
+        "success_before": before["success_rate"],
+        "success_after": after["success_rate"],
+        "success_gain": after["success_rate"] - before["success_rate"],
+        "success_after_per_eval_seed": [s["success_rate"] for s in after["per_seed"]],
+        "episodes_before": episode_wins(before),
+        "episodes_after": episode_wins(after),
+        "score_before": before["mean_score"],
+        "score_after": after["mean_score"],
+        "valid_format_before": before.get("valid_format_rate"),
+        "valid_format_after": after.get("valid_format_rate"),
+        "train_wall_s": record.get("wall_s"),
+        "train_runtime_s": _train_runtime(run_dir),
+        "median_step_time_s": statistics.median(step_times) if step_times else None,
+        "step_times_s": step_times,
+        "train_success_mean": statistics.fmean(train_success) if train_success else None,
+        "train_success_per_step": train_success,
+        "final_teacher_gap": gaps[-1] if gaps else None,
+        "final_gate_mean": gates[-1] if gates else None,
+        "resumed_from": record.get("resumed_from"),
+    }
+
+
+def spread(values: list[float | None]) -> dict[str, Any] | None:
+    """Mean, sample std (None for one value), min, max and n of the known values; None when none is known."""
+    known = [v for v in values if v is not None]
+    if not known:
+        return None
+    std = statistics.stdev(known) if len(known) > 1 else None
+    return {"mean": statistics.fmean(known), "std": std, "min": min(known), "max": max(known), "n": len(known)}
+
+
+def method_summary(rows: list[dict]) -> dict[str, Any]:
+    return {metric: spread([row[metric] for row in rows]) for metric in SEED_METRICS}
+
+
+def time_ratios(methods: dict[str, dict], reference: str) -> dict[str, dict[str, float | None]]:
+    """Each method's mean median-step time and mean wall time divided by the reference method's."""
+
+    def ratio(method: str, metric: str) -> float | None:
+        mine, theirs = methods[method][metric], methods[reference][metric]
+        if mine is None or theirs is None or theirs["mean"] == 0:
+            return None
+        return mine["mean"] / theirs["mean"]
+
+    return {m: {"step_time": ratio(m, "median_step_time_s"), "train_wall": ratio(m, "train_wall_s")} for m in methods}
+
+
+def build_summary(spec_info: dict, rows: list[dict], base_reports: dict[str, dict], reference: str) -> dict:
+    methods = {}
+    for row in rows:
+        methods.setdefault(row["method"], []).append(row)
+    per_method = {m: method_summary(rs) for m, rs in methods.items()}
+    return {
+        **spec_info,
+        "time_reference": reference,
+        "starting_model_eval": {k: _eval_brief(r) for k, r in base_reports.items()},
+        "runs": rows,
+        "methods": per_method,
+        "time_ratios": time_ratios(per_method, reference),
+    }
+
+
+def _eval_brief(report: dict) -> dict:
+    keys = ("success_rate", "success_rate_std", "mean_score", "per_task_type", "seeds", "temperature", "task_ids")
+    return {k: report[k] for k in keys if k in report}
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _pm(stats: dict | None, digits: int = 3) -> str:
+    if stats is None:
+        return "n/a"
+    std = "" if stats["std"] is None else f" ± {stats['std']:.{digits}f}"
+    return f"{stats['mean']:.{digits}f}{std}"
+
+
+def _wins(row: dict) -> str:
+    before, after = row["episodes_before"], row["episodes_after"]
+    low, high = after["ci95"]
+    return f"{before['wins']} → {after['wins']} of {after['episodes']} ({low:.2f}–{high:.2f})"
+
+
+def results_markdown(summary: dict, figures: list[Path]) -> str:
+    """`results.md`: what was compared, one row per method (mean ± sample std over seeds), one row per run."""
+    reference = summary["time_reference"]
+    lines = [
+        f"# Comparison `{summary['name']}`",
+        "",
+        f"* base recipe: `{summary['base_recipe']}`; starting model: `{summary['model_name_or_path']}`",
+        f"* seeds: {summary['seeds']}; evaluation: `{summary['eval']['manifest']}` ({summary['eval']['num_tasks']} "
+        f"tasks × eval seeds {summary['eval']['seeds']}, temperature {summary['eval']['temperature']})",
+        f"* spread: mean ± sample std over training seeds (n each in the run table); time ratios divide by "
+        f"`{reference}`",
+        "",
+        "| method | overrides | success before | success after | Δ success | score after | train wall (s) | "
+        f"median step (s) | step time / {reference} | wall / {reference} |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for method, stats in summary["methods"].items():
+        ratios = summary["time_ratios"][method]
+        overrides = ", ".join(f"{k}: {v}" for k, v in summary["method_overrides"][method].items()) or "(base recipe)"
+        lines.append(
+            f"| {method} | {overrides} | {_pm(stats['success_before'])} | {_pm(stats['success_after'])} | "
+            f"{_pm(stats['success_gain'])} | {_pm(stats['score_after'])} | {_pm(stats['train_wall_s'], 1)} | "
+            f"{_pm(stats['median_step_time_s'], 2)} | {_fmt(ratios['step_time'], 2)} | "
+            f"{_fmt(ratios['train_wall'], 2)} |"
+        )
+    lines += [
+        "",
+        "| method | seed | steps | success before → after | episodes won before → after (95% interval after) | "
+        "valid format before → after | score after | training success (mean over steps) | train wall (s) | "
+        "median step (s) | final teacher gap | final gate |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in summary["runs"]:
+        lines.append(
+            f"| {row['method']} | {row['seed']} | {row['steps']} | {_fmt(row['success_before'])} → "
+            f"{_fmt(row['success_after'])} | {_wins(row)} | "
+            f"{_fmt(row['valid_format_before'])} → {_fmt(row['valid_format_after'])} | "
+            f"{_fmt(row['score_after'])} | {_fmt(row['train_success_mean'])} | {_fmt(row['train_wall_s'], 1)} | "
+            f"{_fmt(row['median_step_time_s'], 2)} | {_fmt(row['final_teacher_gap'])} | "
+            f"{_fmt(row['final_gate_mean'])} |"
+        )
+    lines += ["", *[f"![{p.stem}](plots/{p.name})" for p in figures], ""]
+    return "\n".join(lines)

@@ -1,0 +1,109 @@
+"""`trl-sdar train`: one flat recipe (script + SDAR + model fields) → a trained SDAR (or baseline) checkpoint; or,
+when the recipe asks for several processes, the same command re-launched under `accelerate launch`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from trl_sdar.commands.environments import build_env_rollout
+from trl_sdar.commands.errors import RecipeError, one_line_errors
+from trl_sdar.commands.recipe.args import SDARScriptArguments
+from trl_sdar.models import resolve_model_path
+
+
+def check_device(training_args) -> None:
+    """One clear line for GPU-only options on a machine without CUDA."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    if training_args.use_vllm:
+        raise RecipeError("use_vllm: true needs a CUDA GPU and vllm installed; on CPU set use_vllm: false.")
+    if training_args.bf16 or training_args.fp16:
+        raise RecipeError("bf16/fp16 need a GPU; on CPU set bf16: false (and use_cpu: true).")
+
+
+def import_reward_funcs(paths: list[str] | None) -> list:
+    import importlib
+    import sys
+
+    if not paths:
+        raise RecipeError("reward_funcs is required with a prompt dataset (dotted paths, e.g. my_lib.rewards.acc).")
+    sys.path.insert(0, os.getcwd())  # like `trl grpo`: reward modules next to the recipe's working directory
+    funcs = []
+    for path in paths:
+        module, _, name = path.rpartition(".")
+        if not module:
+            raise RecipeError(f"reward_funcs entry {path!r} is not a dotted import path (module.function).")
+        funcs.append(getattr(importlib.import_module(module), name))
+    return funcs
+
+
+def run_training(script: SDARScriptArguments, training_args, model_args) -> Path:
+    """Build everything from the parsed recipe, train, save; returns the output folder."""
+    from transformers import AutoTokenizer
+    from trl import get_peft_config
+
+    from trl_sdar.method.trainer import SDARTrainer
+
+    check_device(training_args)
+    model_path = resolve_model_path(model_args.model_name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if model_args.dtype is not None:
+        training_args.model_init_kwargs = {**(training_args.model_init_kwargs or {}), "dtype": model_args.dtype}
+    if script.env_name is not None:
+        from trl_sdar.agent.rollout import env_reward
+
+        rollout, dataset = build_env_rollout(script)
+        reward_funcs = [env_reward]
+    else:
+        from datasets import load_dataset
+
+        rollout, reward_funcs = None, import_reward_funcs(script.reward_funcs)
+        dataset = load_dataset(script.dataset_name, name=script.dataset_config)[script.dataset_train_split]
+    trainer = SDARTrainer(
+        model_path,
+        reward_funcs,
+        args=training_args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+        rollout_func=rollout,
+    )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    output = Path(training_args.output_dir)
+    trainer.save_model(str(output))
+    checksums = _trainable_checksums(trainer)  # collective: every rank takes part
+    if trainer.accelerator.is_main_process:
+        tokenizer.save_pretrained(str(output))
+        (output / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+        summary = {"num_processes": trainer.accelerator.num_processes, "trainable_checksum_per_rank": checksums}
+        (output / "train_summary.json").write_text(json.dumps(summary, indent=1))
+        trainer.accelerator.print(f"Model saved to {output}; metrics in {output / 'log_history.json'}.")
+    return output
+
+
+def _trainable_checksums(trainer) -> list[float]:
+    """Sum of the trainable weights on each rank: equal values mean the ranks stayed in sync."""
+    import torch
+
+    params = [p.detach().float().sum() for p in trainer.model.parameters() if p.requires_grad]
+    local = torch.stack(params).sum().reshape(1).to(trainer.accelerator.device)
+    return trainer.accelerator.gather(local).tolist()
+
+
+def main(argv: list[str]) -> None:
+    """`trl-sdar train ARGS`: parse the recipe; train here, or hand off to `accelerate launch` when it asks for it."""
+    from trl_sdar.commands.recipe.launch import LAUNCHED_ENV, launch_with_accelerate, parse_train_args
+
+    with one_line_errors("train"):
+        script, training, model, launch_args, cli_launch_args = parse_train_args(argv)
+        if launch_args and os.environ.get(LAUNCHED_ENV) != "1":
+            launch_with_accelerate(argv, launch_args, cli_launch_args)
+            return
+        run_training(script, training, model)
