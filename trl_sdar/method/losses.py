@@ -157,3 +157,15 @@ def turn_loss_factor(
     if loss_type in ("dapo", "cispo", "vespo"):
         return 1.0
     raise ValueError(f"Unknown loss_type {loss_type!r} for turn rows.")
+
+
+def finite_only(student: torch.Tensor, teacher: torch.Tensor, old: torch.Tensor | None):
+    """Zero every (B, C) log-prob where any of them is NaN/inf, so neither the SDAR loss nor its gradient is NaN;
+    returns the cleaned tensors and the (B, C) bool mask of finite tokens."""
+    finite = torch.isfinite(student) & torch.isfinite(teacher)
+    if old is not None:
+        finite &= torch.isfinite(old)
+        old = torch.where(finite, old, torch.zeros_like(old))
+    student = torch.where(finite, student, torch.zeros_like(student))  # no gradient flows to a dropped token
+    teacher = torch.where(finite, teacher, torch.zeros_like(teacher))
+    return student, teacher, old, finite

@@ -1,7 +1,8 @@
 """`SDARTrainer`: TRL's `GRPOTrainer` plus SDAR's gated on-policy self-distillation term (METHOD.md §2–3).
 
-Only plumbing lives here; the math is in `losses.py`, the teacher prompt assembly and teacher weights in
-`teacher.py`.
+Only the seams into TRL live here; the math is in `losses.py`, the teacher prompt assembly and teacher weights in
+`teacher.py`, the turn-row batch machinery (padding, replay, advantage replacement, split passes, loss shares) in
+`turns/`, and the `sdar/*` metrics in `sdar_metrics.py`.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import logging
 
 import torch
-from accelerate.utils import DistributedType
 from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
@@ -20,18 +20,20 @@ from trl_sdar.method.config import SDARConfig
 from trl_sdar.method.cpu_head import enable_compact_cpu_head
 from trl_sdar.method.losses import (
     aggregate_like_grpo,
+    finite_only,
     naive_opsd_per_token_loss,
     rlsd_advantages,
     rlsd_lambda,
     sdar_per_token_loss,
     skill_sd_per_token_loss,
-    turn_loss_factor,
 )
 from trl_sdar.method.metrics_log import MetricsJSONLCallback
 from trl_sdar.method.prefix_scoring import prefix_sharing_unsupported_reason, shared_prefix_logps
+from trl_sdar.method.sdar_metrics import log_context_metrics, log_gate_metrics
 from trl_sdar.method.teacher import ContextTokenizer, Teacher, build_teacher_prompts, prompt_bos_token_id
-from trl_sdar.method.turns.advantages import padded_row_count, row_multiple, turn_advantages, zero_spread_share
-from trl_sdar.method.turns.passes import chunk_slices, chunks_needed, slice_rows
+from trl_sdar.method.turns.batch import play_turn_rows, set_turn_advantages
+from trl_sdar.method.turns.loss_share import applied_entropy_coef, rescale_turn_rows, trained_mask, turn_factor
+from trl_sdar.method.turns.passes import backward_in_passes
 
 logger = logging.getLogger(__name__)
 
@@ -44,18 +46,6 @@ class _EMATeacherCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         self.teacher.ema_update()
-
-
-def _finite_only(student: torch.Tensor, teacher: torch.Tensor, old: torch.Tensor | None):
-    """Zero every (B, C) log-prob where any of them is NaN/inf, so neither the SDAR loss nor its gradient is NaN;
-    returns the cleaned tensors and the (B, C) bool mask of finite tokens."""
-    finite = torch.isfinite(student) & torch.isfinite(teacher)
-    if old is not None:
-        finite &= torch.isfinite(old)
-        old = torch.where(finite, old, torch.zeros_like(old))
-    student = torch.where(finite, student, torch.zeros_like(student))  # no gradient flows to a dropped token
-    teacher = torch.where(finite, teacher, torch.zeros_like(teacher))
-    return student, teacher, old, finite
 
 
 class SDARTrainer(GRPOTrainer):
@@ -87,9 +77,9 @@ class SDARTrainer(GRPOTrainer):
     so a batch has more rows than prompts, a varying number per process. `_generate_and_score_completions` plays the
     episodes first, pads every process to the same row count (padding rows carry no trained token), hands the rows to
     TRL's scoring as if each were a prompt, then replaces the advantages with the reference's turn-row GRPO
-    advantages. `compute_loss` splits a micro-batch into `max_tokens_per_backward`-bounded passes, and each
-    reduction is rescaled (`losses.turn_loss_factor`) so every `loss_type` weighs rows and tokens as over the whole
-    generation batch.
+    advantages (`turns/batch.py`). `compute_loss` splits a micro-batch into `max_tokens_per_backward`-bounded passes
+    (`turns/passes.py`), and each reduction is rescaled (`turns/loss_share.py`) so every `loss_type` weighs rows and
+    tokens as over the whole generation batch.
 
     The paper's baselines are config values (`distill_loss_type`, `rl_loss_coef`, `sdar_coef`); RLSD reshapes the
     advantages at rollout time instead of adding a loss.
@@ -220,7 +210,7 @@ class SDARTrainer(GRPOTrainer):
             max_length=self.args.teacher_max_prompt_length,
             bos_token_id=self._bos_token_id,
         )
-        self._log_context_metrics(prompts, [c is not None for c in contexts])
+        log_context_metrics(self, prompts, [c is not None for c in contexts])
         output["teacher_prompt_ids"] = prompts.ids
         output["teacher_prompt_mask"] = prompts.mask
         output["sdar_row_mask"] = prompts.has_teacher.to(output["completion_mask"].dtype)
@@ -238,57 +228,14 @@ class SDARTrainer(GRPOTrainer):
         if self.use_vllm and self.state.global_step != self._last_loaded_step:
             self.vllm_generation.sync_weights()  # TRL syncs in `_generate`, after our episodes: sync before them
             self._last_loaded_step = self.state.global_step
-        episodes = self.rollout_func.play([x["prompt"] for x in inputs], self)
-        rows = self.rollout_func.turn_rows(episodes, with_logprobs=self.use_vllm)
-        real = len(rows["prompt_ids"])
-        counts = self.accelerator.gather(torch.tensor([real], device=self.accelerator.device)).tolist()
-        generations = self.num_generations if mode == "train" else self.num_generations_eval
-        spg = self.args.steps_per_generation if mode == "train" else 1
-        target = padded_row_count(counts, row_multiple(spg, generations, self.accelerator.num_processes))
-        first = self.accelerator.process_index * len(inputs)  # global index of this process's first episode
-        row_inputs = [{**inputs[i], **{k: v[j] for k, v in rows.items() if k != "logprobs"}}
-                      for j, i in enumerate(rows["episode_index"])]  # fmt: skip
-        padding = self._padding_row({**inputs[0], **{key: None for key in rows}})
-        row_inputs += [dict(padding) for _ in range(target - real)]
-        replay = {key: [r[key] for r in row_inputs] for key in ("prompt_ids", "completion_ids", "env_mask")}
-        replay["logprobs"] = None if rows["logprobs"] is None else rows["logprobs"] + [[0.0]] * (target - real)
-        # GRPO group = the num_generations consecutive prompts of one task (TRL's sampler), episode = its prompt
-        local = [((first + i) // generations, first + i, r) for i, r in zip(rows["episode_index"], rows["env_reward"])]
-        saved, self.rollout_func = self.rollout_func, lambda prompts, trainer: replay
+        rows = play_turn_rows(self, inputs, mode)
+        saved, self.rollout_func = self.rollout_func, lambda prompts, trainer: rows.replay
         try:
-            output = super()._generate_and_score_completions(row_inputs)
+            output = super()._generate_and_score_completions(rows.row_inputs)
         finally:
             self.rollout_func = saved
-        offset = sum(counts[: self.accelerator.process_index])
-        output["advantages"] = self._turn_advantages(local, offset, target, output["advantages"])
-        total_rows = sum(counts)
-        output["num_rows_in_batch"] = torch.tensor(float(total_rows), device=self.accelerator.device)
-        self._metrics[mode]["turn/rows"].append(total_rows / self.accelerator.num_processes)
-        self._metrics[mode]["turn/padding_rows"].append(float(target * len(counts) - total_rows))
-        self._metrics[mode]["turn/trained_tokens"].append(float(output["num_items_in_batch"]))
-        return output, row_inputs
-
-    def _padding_row(self, template: dict) -> dict:
-        """A row that trains nothing: one prompt and one completion token, both masked out of every loss."""
-        pad = self._tokenizer.pad_token_id
-        row = {**template, "prompt_ids": [pad], "completion_ids": [self._tokenizer.eos_token_id], "env_mask": [0]}
-        return {**row, "env_reward": None, self.args.teacher_context_column: None}
-
-    def _turn_advantages(self, local: list[tuple], offset: int, target: int, like: torch.Tensor) -> torch.Tensor:
-        """The reference's GRPO advantages over the turn rows of all processes (`local`: this process's (group,
-        episode, reward) rows, which start at row `offset` of the gathered list); 0 for the padding rows."""
-        from accelerate.utils import gather_object
-
-        everything = gather_object(local)
-        groups, episodes, scores = zip(*everything, strict=True) if everything else ((), (), ())
-        over = self.rollout_func.settings.advantage_over
-        advantages = turn_advantages(scores, groups, episodes, over=over, scale=self.scale_rewards)
-        mode = "train" if self.model.training else "eval"
-        if self._metrics[mode]["frac_reward_zero_std"]:  # TRL's value, over its own grouping of the rows: replace it
-            self._metrics[mode]["frac_reward_zero_std"][-1] = zero_spread_share(scores, groups, episodes, over=over)
-        mine = torch.zeros(target, dtype=like.dtype, device=like.device)
-        mine[: len(local)] = advantages[offset : offset + len(local)].to(like.device)
-        return mine
+        set_turn_advantages(self, rows, output, mode)
+        return output, rows.row_inputs
 
     def _reshape_advantages_rlsd(self, output, batch_size: int) -> None:
         """RLSD: (B,) advantages → (B, T) token advantages from the rollout-time teacher gap (rows with a teacher)."""
@@ -300,43 +247,11 @@ class SDARTrainer(GRPOTrainer):
                 student, _, _ = self._get_per_token_logps_and_entropies(
                     self.model, ids, attention, output["completion_ids"].size(1), batch_size=batch_size
                 )
-        student, teacher, _, finite = _finite_only(student, output["teacher_per_token_logps"], None)
+        student, teacher, _, finite = finite_only(student, output["teacher_per_token_logps"], None)
         lam = rlsd_lambda(self.state.global_step) * output["sdar_row_mask"].unsqueeze(1) * finite  # (B, C)
         reshaped = rlsd_advantages(output["advantages"], teacher, student, lam=1.0)
         plain = output["advantages"].unsqueeze(1)
         output["advantages"] = (1 - lam) * plain + lam * reshaped
-
-    def _log_context_metrics(self, prompts, has_context: list[bool]) -> None:
-        mode = "train" if self.model.training else "eval"
-        device = prompts.ids.device
-        has_context = torch.tensor(has_context, dtype=torch.bool, device=device)
-        dropped = has_context & ~prompts.has_teacher
-        local = torch.stack(
-            [
-                (prompts.context_tokens * has_context).sum().float(),
-                has_context.sum().float(),
-                prompts.truncated.sum().float(),
-                (~prompts.has_teacher).sum().float(),
-                dropped.sum().float(),
-            ]
-        )
-        tokens, with_context, truncated, without, dropped_n = self.accelerator.reduce(local, reduction="sum").tolist()
-        self._metrics[mode]["sdar/context_tokens"].append(tokens / max(with_context, 1.0))
-        self._metrics[mode]["sdar/context_truncated"].append(truncated)
-        self._metrics[mode]["sdar/rows_without_teacher"].append(without)
-        limit = self.args.teacher_max_prompt_length
-        if truncated and "truncated" not in self._warned:
-            self._warned.add("truncated")
-            logger.warning(
-                f"{int(truncated)} teacher prompt(s) exceeded teacher_max_prompt_length={limit}: the oldest student "
-                "prompt tokens were dropped and the privileged context kept whole (counted in sdar/context_truncated)."
-            )
-        if dropped_n and "dropped" not in self._warned:
-            self._warned.add("dropped")
-            logger.warning(
-                f"{int(dropped_n)} row(s) have a privileged context that alone reaches teacher_max_prompt_length="
-                f"{limit}; they get no distillation (counted in sdar/rows_without_teacher). Raise the limit."
-            )
 
     def _teacher_logps(self, inputs, batch_size: int | None = None) -> torch.Tensor:
         """Teacher log-probs of the completion tokens, (B, C), through the student's own log-prob path."""
@@ -364,25 +279,10 @@ class SDARTrainer(GRPOTrainer):
 
     # -------------------------------------------------------------------------------------------------- loss time
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """Turn rows: run a micro-batch as several `max_tokens_per_backward`-bounded passes (the same number on every
-        process); all but the last are back-propagated here, the last by the Trainer as usual."""
+        """Turn rows: run a micro-batch as several `max_tokens_per_backward`-bounded passes (`turns/passes.py`)."""
         if "num_rows_in_batch" not in inputs or self.args.max_tokens_per_backward is None:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        rows = inputs["prompt_ids"].size(0)
-        width = inputs["prompt_ids"].size(1) + inputs["completion_ids"].size(1)
-        local = chunks_needed(rows, width, self.args.max_tokens_per_backward)
-        passes = int(self.accelerator.gather(torch.tensor([local], device=self.accelerator.device)).max().item())
-        *earlier, last = chunk_slices(rows, passes)
-        done = None
-        for part in earlier:
-            loss = super().compute_loss(model, slice_rows(inputs, part, rows), return_outputs, num_items_in_batch)
-            if self.accelerator.distributed_type == DistributedType.DEEPSPEED:  # no optimizer step inside a pass
-                self.accelerator.deepspeed_engine_wrapped.backward(loss, sync_gradients=False, scale_wrt_gas=False)
-            else:
-                self.accelerator.backward(loss)
-            done = loss.detach() if done is None else done + loss.detach()
-        loss = super().compute_loss(model, slice_rows(inputs, last, rows), return_outputs, num_items_in_batch)
-        return loss if done is None else loss + done  # the detached part only completes the logged value
+        return backward_in_passes(self, super().compute_loss, model, inputs, return_outputs, num_items_in_batch)
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, *args, **kwargs):
         output = super()._get_per_token_logps_and_entropies(model, input_ids, *args, **kwargs)
@@ -392,8 +292,8 @@ class SDARTrainer(GRPOTrainer):
         return output
 
     def _compute_loss(self, model, inputs):
-        factor = self._turn_factor(inputs)
-        entropy_coef = self._applied_entropy_coef()  # read before TRL's adaptive controller may move it
+        factor = turn_factor(self, inputs)
+        entropy_coef = applied_entropy_coef(self)  # read before TRL's adaptive controller may move it
         self._capture_student_logps = True
         try:
             loss = super()._compute_loss(model, inputs)
@@ -402,18 +302,18 @@ class SDARTrainer(GRPOTrainer):
         student_logps, self._student_logps = self._student_logps, None
         entropies, self._student_entropies = self._student_entropies, None
         if "num_rows_in_batch" in inputs:
-            loss = self._rescale_turn_rows(loss, inputs, factor, entropies, entropy_coef)
+            loss = rescale_turn_rows(self, loss, inputs, factor, entropies, entropy_coef)
         if self.teacher is None:
             return loss
         loss = self.args.rl_loss_coef * loss
         teacher_logps = inputs.get("teacher_per_token_logps")
         if teacher_logps is None:
             teacher_logps = self._teacher_logps(inputs)
-        mask = self._trained_mask(inputs)  # environment / tool tokens are never trained nor distilled
+        mask = trained_mask(inputs)  # environment / tool tokens are never trained nor distilled
         row_mask = inputs["sdar_row_mask"].unsqueeze(1)  # (B, 1): rows without a teacher contribute zero
         kind = self.args.distill_loss_type
         old = inputs.get("old_per_token_logps", student_logps.detach()) if kind == "skill_sd" else None
-        student_logps, teacher_logps, old, finite = _finite_only(student_logps, teacher_logps, old)
+        student_logps, teacher_logps, old, finite = finite_only(student_logps, teacher_logps, old)
         nonfinite = (~finite & (mask * row_mask).bool()).sum()  # trained tokens dropped for NaN/inf log-probs
         mask = mask * finite  # (B, C): out of the SDAR term, its normaliser and its metrics
         if kind == "sdar":
@@ -438,70 +338,5 @@ class SDARTrainer(GRPOTrainer):
             max_completion_length=self.max_completion_length,
             training=mode == "train",
         )
-        self._log_gate_metrics(mode, per_token, gate, gap, mask * row_mask, nonfinite)
+        log_gate_metrics(self, mode, per_token, gate, gap, mask * row_mask, nonfinite)
         return loss + self.args.sdar_coef * factor * sdar_loss
-
-    def _trained_mask(self, inputs) -> torch.Tensor:
-        mask = inputs["completion_mask"]
-        return mask * inputs["tool_mask"] if "tool_mask" in inputs else mask
-
-    def _turn_factor(self, inputs, loss_type: str | None = None) -> float:
-        """`losses.turn_loss_factor` of this chunk for turn rows (1.0 otherwise); `loss_type` defaults to GRPO's."""
-        if "num_rows_in_batch" not in inputs:
-            return 1.0
-        return turn_loss_factor(
-            loss_type or self.loss_type,
-            rows=inputs["prompt_ids"].size(0),
-            tokens=float(self._trained_mask(inputs).sum()),
-            rows_in_batch=float(inputs["num_rows_in_batch"]),
-            tokens_in_batch=float(inputs["num_items_in_batch"]),
-            num_processes=self.accelerator.num_processes,
-            steps_per_generation=self.args.steps_per_generation if self.model.training else 1,
-        )
-
-    def _applied_entropy_coef(self) -> float:
-        """The entropy coefficient TRL applies in this micro-batch (its adaptive controller gates it)."""
-        if not self._entropy_bonus_enabled:
-            return 0.0
-        if self.use_adaptive_entropy and self._last_world_entropy > self.args.entropy_target:
-            return 0.0
-        return self.entropy_coef
-
-    def _rescale_turn_rows(self, loss, inputs, factor: float, entropies, entropy_coef: float):
-        """TRL's loss of a chunk of turn rows → its exact share of the generation batch's loss: the policy part by
-        `factor`, the entropy bonus as a token mean over the whole batch."""
-        if entropy_coef == 0.0:
-            return factor * loss
-        mask = self._trained_mask(inputs).to(entropies.dtype)
-        accumulation = self.current_gradient_accumulation_steps if self.model.training else 1
-        bonus = (entropies * mask).sum() / mask.sum().clamp(min=1.0) / accumulation  # exactly TRL's term
-        entropy_factor = self._turn_factor(inputs, "bnpo")  # a token mean: the bnpo share of the batch
-        return factor * (loss + entropy_coef * bonus) - entropy_factor * entropy_coef * bonus
-
-    def _log_gate_metrics(self, mode: str, per_token, gate, gap, mask, nonfinite: torch.Tensor) -> None:
-        mask = mask.to(gate.dtype)
-        local = torch.stack(
-            [
-                (gate * mask).sum(),
-                ((gate > 0.5).to(gate.dtype) * mask).sum(),
-                (gap * mask).sum(),
-                (per_token.detach() * mask).sum(),
-                mask.sum(),
-                nonfinite.to(gate.dtype),
-            ]
-        )
-        gate_sum, active, gap_sum, loss_sum, count, bad = self.accelerator.reduce(local, reduction="sum").tolist()
-        self._metrics[mode]["sdar/nonfinite_tokens"].append(bad)
-        if bad and "nonfinite" not in self._warned:
-            self._warned.add("nonfinite")
-            logger.warning(
-                f"{int(bad)} trained token(s) have NaN/inf teacher or student log-probs; they are left out of the "
-                "SDAR term and its metrics (counted in sdar/nonfinite_tokens). Check the teacher's dtype and weights."
-            )
-        if count == 0:
-            return  # no distilled token in this micro-batch anywhere: nothing to average
-        self._metrics[mode]["sdar/gate_mean"].append(gate_sum / count)
-        self._metrics[mode]["sdar/gate_active_ratio"].append(active / count)
-        self._metrics[mode]["sdar/teacher_gap_mean"].append(gap_sum / count)
-        self._metrics[mode]["sdar/loss"].append(loss_sum / count)
-        self._metrics[mode]["sdar/distilled_tokens"].append(count)

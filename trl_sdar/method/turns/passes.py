@@ -1,4 +1,5 @@
-"""Token-bounded micro-batches (pure): split one training micro-batch into chunks for separate backward passes.
+"""Token-bounded micro-batches: split one training micro-batch into chunks for separate backward passes (pure
+helpers, then `backward_in_passes`, which runs them).
 
 In the `turn` unit a micro-batch holds as many rows as an episode has turns, so its size is not known in advance.
 `SDARConfig.max_tokens_per_backward` bounds the padded tokens one forward/backward pass holds; every process runs
@@ -41,3 +42,27 @@ def slice_rows(inputs: dict, rows: slice, num_rows: int) -> dict:
         else:
             out[key] = value
     return out
+
+
+def backward_in_passes(trainer, compute_loss, model, inputs, return_outputs=False, num_items_in_batch=None):
+    """`compute_loss` of a turn-row micro-batch run as several `max_tokens_per_backward`-bounded passes (the same
+    number on every process): all but the last are back-propagated here, the last is returned to the Trainer, which
+    back-propagates it as usual. The returned loss carries the earlier passes' values, detached, for logging."""
+    from accelerate.utils import DistributedType
+
+    accelerator = trainer.accelerator
+    rows = inputs["prompt_ids"].size(0)
+    width = inputs["prompt_ids"].size(1) + inputs["completion_ids"].size(1)
+    local = chunks_needed(rows, width, trainer.args.max_tokens_per_backward)
+    passes = int(accelerator.gather(torch.tensor([local], device=accelerator.device)).max().item())
+    *earlier, last = chunk_slices(rows, passes)
+    done = None
+    for part in earlier:
+        loss = compute_loss(model, slice_rows(inputs, part, rows), return_outputs, num_items_in_batch)
+        if accelerator.distributed_type == DistributedType.DEEPSPEED:  # no optimizer step inside a pass
+            accelerator.deepspeed_engine_wrapped.backward(loss, sync_gradients=False, scale_wrt_gas=False)
+        else:
+            accelerator.backward(loss)
+        done = loss.detach() if done is None else done + loss.detach()
+    loss = compute_loss(model, slice_rows(inputs, last, rows), return_outputs, num_items_in_batch)
+    return loss if done is None else loss + done
