@@ -1,6 +1,11 @@
 """Shared-prefix teacher scoring: the grouping (pure) and the KV-reusing pass against TRL's unshared pass (fp32)."""
 
+import json
+import os
+import subprocess
+import sys
 from contextlib import nullcontext
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -14,6 +19,7 @@ from trl.trainer.utils import add_fused_lm_head
 from trl_sdar import SDARConfig, SDARTrainer
 from trl_sdar.method.prefix_scoring import (
     PrefixGroup,
+    forward_count,
     group_rows_by_prefix,
     nest_groups,
     prefix_sharing_unsupported_reason,
@@ -195,12 +201,115 @@ def test_micro_batches_are_bounded_and_each_prefix_is_read_once(fused_model):
     assert read < 0.5 * (ids.numel() + completion.numel())  # the unshared pass reads B x (padded width + C)
 
 
+@pytest.mark.parametrize("batch_size", [1, 2, 7])
+def test_forward_count_is_the_number_of_calls_and_extra_ones_change_nothing(fused_model, batch_size):
+    ids, mask, completion, completion_mask = _batch(fused_model.config.vocab_size)
+    prompts = [r[m.bool()].tolist() for r, m in zip(ids, mask)]
+    planned = forward_count(nest_groups(prompts, group_rows_by_prefix(prompts)), batch_size)
+    calls, asked = [], []
+    hook = fused_model.register_forward_pre_hook(lambda module, args: calls.append(1))
+
+    def most_forwards(own):  # another process needs 3 more forwards than this one
+        asked.append(own)
+        return own + 3
+
+    try:
+        with torch.no_grad():
+            alone = shared_prefix_logps(fused_model, ids, mask, completion, completion_mask, batch_size=batch_size)
+            assert len(calls) == planned
+            calls.clear()
+            in_step = shared_prefix_logps(fused_model, ids, mask, completion, completion_mask,
+                                          batch_size=batch_size, most_forwards=most_forwards)  # fmt: skip
+    finally:
+        hook.remove()
+    assert asked == [planned] and len(calls) == planned + 3
+    assert torch.equal(alone, in_step)
+
+
+@pytest.mark.slow
+def test_fsdp2_two_processes_with_different_prefix_groups_stay_in_step(tiny_model_dir, tmp_path):
+    # Each rank scores a batch of its own (rank 0 needs more forward calls than rank 1); under FSDP2 every forward is
+    # a collective. Without `most_forwards` rank 1 runs out of forwards first and the ranks fall out of step.
+    worker = Path(__file__).parent / "_fsdp2_prefix_worker.py"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2]), "OMP_NUM_THREADS": "1"}
+
+    def run(out, *flags):
+        out.mkdir()
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+               str(_free_port()), str(worker), tiny_model_dir, str(out), *flags]  # fmt: skip
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+    result = run(tmp_path / "in_step")
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((tmp_path / "in_step" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["forwards"] == ranks[1]["forwards"] > 1
+    assert all(r["max_error"] <= TOL for r in ranks), ranks  # the sharded shared pass = the plain unshared one
+    assert run(tmp_path / "unsynced", "--no-sync").returncode != 0  # the worker's data does need the fix
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def test_models_with_sliding_window_or_linear_layers_are_reported(fused_model):
     assert prefix_sharing_unsupported_reason(fused_model) is None
-    fake = SimpleNamespace(config=SimpleNamespace(layer_types=["full_attention", "sliding_attention"]))
+    rope = {"rope_type": "default", "rope_theta": 1e6}
+    fake = SimpleNamespace(
+        config=SimpleNamespace(layer_types=["full_attention", "sliding_attention"], rope_parameters=rope)
+    )
     assert "sliding_attention" in prefix_sharing_unsupported_reason(fake)
-    fake = SimpleNamespace(config=SimpleNamespace(sliding_window=4096, use_sliding_window=True))
+    fake = SimpleNamespace(config=SimpleNamespace(sliding_window=4096, use_sliding_window=True, rope_parameters=rope))
     assert "sliding_window=4096" in prefix_sharing_unsupported_reason(fake)
+
+
+def _absolute_position_model(kind: str, vocab_size: int = 300, fused: bool = True):
+    """A tiny GPT-2 or OPT (learned absolute position embeddings), built in code (with TRL's fused head)."""
+    from transformers import GPT2Config, GPT2LMHeadModel, OPTConfig, OPTForCausalLM
+
+    torch.manual_seed(0)
+    if kind == "gpt2":
+        model = GPT2LMHeadModel(GPT2Config(vocab_size=vocab_size, n_positions=256, n_embd=32, n_layer=2, n_head=2))
+    else:
+        config = OPTConfig(vocab_size=vocab_size, max_position_embeddings=256, hidden_size=32, num_hidden_layers=2,
+                           ffn_dim=64, num_attention_heads=2, word_embed_proj_dim=32)  # fmt: skip
+        model = OPTForCausalLM(config)
+    if fused:
+        add_fused_lm_head(model.eval(), temperature=0.7)
+    return model
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "opt"])
+def test_models_without_rotary_embeddings_are_reported_because_sharing_shifts_their_scores(kind):
+    model = _absolute_position_model(kind)
+    assert "no rotary position embeddings" in prefix_sharing_unsupported_reason(model)
+    ids, mask, completion, completion_mask = _batch(model.config.vocab_size)
+    reference = _reference(model, ids, mask, completion, completion_mask, 7)
+    with torch.no_grad():
+        shared = shared_prefix_logps(model, ids, mask, completion, completion_mask, batch_size=7)
+    assert (shared - reference).abs().max().item() > 100 * TOL  # why the trainer scores such models unshared
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "opt"])
+def test_trainer_scores_models_without_rotary_embeddings_unshared_with_a_warning(
+    kind, tiny_model_dir, tmp_path, caplog
+):
+    from datasets import Dataset
+
+    vocab = len(AutoTokenizer.from_pretrained(tiny_model_dir))
+    model = _absolute_position_model(kind, vocab_size=vocab, fused=False)  # the trainer adds its fused head
+    args = SDARConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none", save_strategy="no",
+                      num_generations=2, per_device_train_batch_size=2, max_completion_length=4)  # fmt: skip
+    with caplog.at_level("WARNING", logger="trl_sdar.method.trainer"):
+        trainer = SDARTrainer(model, lambda completions, **kw: [0.0] * len(completions), args=args,
+                              train_dataset=Dataset.from_list([{"prompt": "a", "privileged_context": "b"}] * 2),
+                              processing_class=AutoTokenizer.from_pretrained(tiny_model_dir))  # fmt: skip
+    assert not trainer._share_teacher_prefix
+    warnings = [r.getMessage() for r in caplog.records if "teacher_share_prefix" in r.getMessage()]
+    assert len(warnings) == 1 and "no rotary position embeddings" in warnings[0] and "unshared" in warnings[0]
 
 
 # ------------------------------------------------------------------------------------------ through the trainer

@@ -151,6 +151,17 @@ def test_sharding_kind_is_read_from_the_accelerator():
         sharding.frozen_copy(nn.Linear(2, 2), _args(), acc("FSDP", fsdp_plugin=SimpleNamespace(fsdp_version=1)))
 
 
+def test_most_over_processes_is_the_largest_count_any_process_gives():
+    others = [7, 2]  # what the other processes pass
+
+    def gather(local):
+        return torch.cat([local, torch.tensor(others, device=local.device)])
+
+    most = sharding.most_over_processes(SimpleNamespace(device=torch.device("cpu"), gather=gather))
+    assert most(3) == 7 and most(9) == 9
+    assert set(sharding.COLLECTIVE_FORWARD) == {"zero3", "fsdp1", "fsdp2"}  # not "deepspeed" (ZeRO-0/1/2) or DDP
+
+
 @pytest.mark.slow
 def test_fsdp2_two_cpu_processes_meta_copy_ema_and_checkpoint(tiny_model_dir, tmp_path):
     # Real FSDP2 (torch fully_shard over gloo), accelerate's own preparation, rank 1 starting on the meta device.

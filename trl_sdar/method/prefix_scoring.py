@@ -85,8 +85,13 @@ def group_rows_by_prefix(rows: Sequence[Sequence[int]], min_shared: int = MIN_SH
 
 
 def prefix_sharing_unsupported_reason(model: nn.Module) -> str | None:
-    """Why a model's keys/values cannot be reused across rows here (sliding-window or linear layers), else None."""
+    """Why a model's keys/values cannot be reused across rows here, else None: position embeddings that are not
+    rotary (a group's rows read the prefix at their first row's positions, which only rotary embeddings make
+    immaterial: GPT-2 and OPT rows were off by up to 0.3 nats), sliding-window or linear layers."""
     config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    if getattr(config, "rope_parameters", None) is None and getattr(config, "rope_theta", None) is None:
+        kind = getattr(config, "model_type", type(config).__name__)
+        return f"{kind} has no rotary position embeddings (shifted positions change its scores)"
     layer_types = getattr(config, "layer_types", None)
     if layer_types is not None and any(t != "full_attention" for t in layer_types):
         return f"layer types {sorted(set(layer_types))} (only 'full_attention' layers share a prefix exactly)"
@@ -194,6 +199,7 @@ def shared_prefix_logps(
     batch_size: int,
     autocast: Callable[[], AbstractContextManager] = nullcontext,
     min_shared: int = MIN_SHARED_TOKENS,
+    most_forwards: Callable[[int], int] | None = None,
 ) -> torch.Tensor:
     """Per-token log-probs (B, C) of `completion_ids` after the left-padded `prompt_ids` (B, P), prefixes shared.
 
@@ -201,6 +207,10 @@ def shared_prefix_logps(
     `GRPOTrainer` scores with does; call under `torch.no_grad()`. Masked completion positions get 0, like the
     unshared pass. Prefixes are encoded one at a time (batch 1) and at most `batch_size` rows (of one group) are
     scored at a time.
+
+    The number of forward calls depends on the data. Where every forward is a collective (ZeRO-3, FSDP), pass
+    `most_forwards(n)`: given this process's count, it returns the largest count of any process (a collective
+    itself); this process then adds one-token forwards until it has made as many, so all processes stay in step.
     """
     width = prompt_ids.size(1)
     prompts = [ids[m.bool()].tolist() for ids, m in zip(prompt_ids.cpu(), prompt_mask.cpu(), strict=True)]
@@ -211,8 +221,13 @@ def shared_prefix_logps(
         ids = torch.tensor([prompts[first][begin:end]], dtype=prompt_ids.dtype, device=prompt_ids.device)
         return _encode_prefix(model, ids, start, parent, begin, cache_kwarg, autocast)
 
+    plan = nest_groups(prompts, group_rows_by_prefix(prompts, min_shared), min_shared)
+    if most_forwards is not None:
+        own = forward_count(plan, batch_size)
+        for _ in range(most_forwards(own) - own):
+            _idle_forward(model, prompt_ids, autocast)
     order, parts = [], []
-    for root_len, family in nest_groups(prompts, group_rows_by_prefix(prompts, min_shared), min_shared):
+    for root_len, family in plan:
         start = rows.starts[family[0].rows[0]]  # the whole family takes its first row's positions
         root = encode(family[0].rows[0], 0, root_len, start, None) if root_len else None
         for group in family:
@@ -243,6 +258,24 @@ def shared_prefix_logps(
     inverse = torch.empty(len(order), dtype=torch.long, device=logps.device)
     inverse[torch.tensor(order, device=logps.device)] = torch.arange(len(order), device=logps.device)
     return logps[inverse]
+
+
+def forward_count(plan, batch_size: int) -> int:
+    """Forward calls `shared_prefix_logps` makes for a `nest_groups` plan: one per family root, one per group
+    prefix, one per chunk of at most `batch_size` rows."""
+    calls = 0
+    for root_len, family in plan:
+        calls += int(root_len > 0)
+        for group in family:
+            calls += int(group.prefix_len > 0) + -(-len(group.rows) // batch_size)
+    return calls
+
+
+def _idle_forward(model, like: torch.Tensor, autocast) -> None:
+    """A forward over two tokens whose result is dropped: it only takes part in the collectives of a sharded model."""
+    ids = like.new_zeros((1, 2))
+    with autocast():
+        model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids, fused_lm_head=True)
 
 
 def _score_suffixes(

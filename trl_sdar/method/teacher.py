@@ -173,7 +173,7 @@ def check_peft_version(model: nn.Module) -> None:
 def _restored_state(model: nn.Module) -> Iterator[None]:
     """Restore `requires_grad` of every parameter, train/eval mode and (PEFT) the active adapter on exit."""
     flags = [(p, p.requires_grad) for p in model.parameters()]
-    training = model.training
+    modes = [(m, m.training) for m in model.modules()]
     adapter = model.active_adapter if _is_peft(model) else None
     try:
         yield
@@ -182,7 +182,20 @@ def _restored_state(model: nn.Module) -> Iterator[None]:
             model.set_adapter(adapter)
         for p, flag in flags:
             p.requires_grad_(flag)
-        model.train(training)
+        for m, training in modes:
+            m.training = training
+
+
+@contextmanager
+def _eval_mode(module: nn.Module) -> Iterator[None]:
+    """Every submodule in eval mode (dropout off); each one's own train/eval flag restored on exit."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
 
 
 class Teacher:
@@ -272,25 +285,27 @@ class Teacher:
 
     @contextmanager
     def scoring(self, policy: nn.Module) -> Iterator[nn.Module]:
-        """Yield the module to run for teacher log-probs (call it under `torch.no_grad()`)."""
+        """Yield the module to run for teacher log-probs (call it under `torch.no_grad()`).
+
+        `base` and `ema` score in eval mode (no dropout, whatever adapter was added after TRL's `disable_dropout`);
+        `live` scores the policy in the mode it trains in, as TRL computes its old and reference log-probs."""
         if self.copy is not None:
             if not self._copy_placed:  # single process / DDP: follow the policy wherever the trainer put it
                 self.copy.to(next(policy.parameters()).device)
-            yield self.copy
+            with _eval_mode(self.copy):
+                yield self.copy
             return
         with _restored_state(self.model):
             if self.kind == "live":
                 yield policy
-            elif self.kind == "base":
-                if "ref" in self.model.peft_config:
-                    self.model.set_adapter("ref", inference_mode=True)
-                    yield policy
-                else:
+                return
+            with _eval_mode(policy):
+                if self.kind == "base" and "ref" not in self.model.peft_config:
                     with self.model.disable_adapter():
                         yield policy
-            else:
-                self.model.set_adapter(EMA_ADAPTER, inference_mode=True)
-                yield policy
+                else:
+                    self.model.set_adapter("ref" if self.kind == "base" else EMA_ADAPTER, inference_mode=True)
+                    yield policy
 
     @torch.no_grad()
     def ema_update(self) -> None:

@@ -13,12 +13,13 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 
 import torch
 from torch import nn
 
+COLLECTIVE_FORWARD = ("zero3", "fsdp1", "fsdp2")  # shardings whose every forward call is a collective
 GATHER_CHUNK_NUMEL = 1 << 26  # ZeRO-3: at most ~67M elements (per side) gathered at once during the EMA update
 
 
@@ -33,6 +34,16 @@ def sharding_of(accelerator) -> str:
     if kind == "FSDP":
         return "fsdp2" if accelerator.state.fsdp_plugin.fsdp_version == 2 else "fsdp1"
     return "none"
+
+
+def most_over_processes(accelerator) -> Callable[[int], int]:
+    """`f(n)`: the largest `n` any process passes (a collective: every process must call it)."""
+
+    def most(count: int) -> int:
+        local = torch.tensor([count], device=accelerator.device)
+        return int(accelerator.gather(local).max().item())
+
+    return most
 
 
 def is_partitioned(param: torch.Tensor) -> bool:

@@ -31,6 +31,7 @@ from trl_sdar.method.metrics_log import MetricsJSONLCallback
 from trl_sdar.method.prefix_scoring import prefix_sharing_unsupported_reason, shared_prefix_logps
 from trl_sdar.method.sdar_metrics import log_context_metrics, log_gate_metrics
 from trl_sdar.method.teacher import ContextTokenizer, Teacher, build_teacher_prompts, prompt_bos_token_id
+from trl_sdar.method.teacher_sharding import COLLECTIVE_FORWARD, most_over_processes, sharding_of
 from trl_sdar.method.turns.batch import play_turn_rows, set_turn_advantages
 from trl_sdar.method.turns.loss_share import applied_entropy_coef, rescale_turn_rows, trained_mask, turn_factor
 from trl_sdar.method.turns.passes import backward_in_passes
@@ -158,6 +159,8 @@ class SDARTrainer(GRPOTrainer):
                 self._tokenizer, placement=args.teacher_context_placement, header=args.teacher_context_header
             )
             self._share_teacher_prefix = args.teacher_share_prefix and self._prefix_sharing_supported()
+            collective = sharding_of(self.accelerator) in COLLECTIVE_FORWARD
+            self._most_forwards = most_over_processes(self.accelerator) if collective else None
 
     def _prefix_sharing_supported(self) -> bool:
         reason = prefix_sharing_unsupported_reason(self.accelerator.unwrap_model(self.model))
@@ -269,6 +272,7 @@ class SDARTrainer(GRPOTrainer):
                         completion_mask,
                         batch_size=batch_size or completion_ids.size(0),
                         autocast=self.accelerator.autocast,
+                        most_forwards=self._most_forwards,  # ZeRO-3 / FSDP: as many forwards on every process
                     )
                 input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
                 attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
