@@ -258,8 +258,8 @@ def test_generation_benchmark_compares_both_modes_on_the_same_tokens(tmp_path):
     import sys
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[2] / "scripts" / "bench_generation.py"
-    spec = importlib.util.spec_from_file_location("bench_generation", path)
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "generation.py"
+    spec = importlib.util.spec_from_file_location("generation_benchmark", path)
     bench = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = bench  # dataclasses look their module up
     spec.loader.exec_module(bench)

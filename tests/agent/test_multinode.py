@@ -46,45 +46,6 @@ def token_logprob(token: int) -> float:
     return -((token % 13) + 1) / 10.0
 
 
-class CountingEnv:
-    """Task `t` ends (won, reward 1) after `t` valid `inc` actions."""
-
-    name, max_turns, invalid_format_penalty, action_tag = "counting", 6, 0.1, "action"
-
-    def __init__(self):
-        self.value, self.target = 0, 0
-
-    def task(self, task_id):
-        from trl_sdar.envs.base import Task
-
-        return Task("counting", task_id, f"count to {task_id}", f"len{task_id}")
-
-    def reset(self, task_id):
-        from trl_sdar.envs.base import Observation
-
-        self.value, self.target = 0, task_id
-        return Observation(f"value 0, target {task_id}", ("inc",))
-
-    def step(self, action):
-        from trl_sdar.envs.base import Observation, StepResult
-
-        self.value += action == "inc"
-        won = self.value >= self.target
-        return StepResult(Observation(f"value {self.value}"), 1.0 if won else 0.0, won, won, float(won))
-
-    def prompt(self, task, first):
-        return f"{task.instruction}. {first.text}"
-
-    def feedback(self, result):
-        return result.observation.text
-
-    def expert_action(self):
-        return "inc"
-
-    def close(self):
-        pass
-
-
 class FakeServerGeneration:
     """TRL 1.16's `VLLMGeneration.generate` in server mode, with a scripted server in place of the HTTP client."""
 
@@ -121,6 +82,7 @@ def _worker(out_dir: Path, model_dir: str) -> None:
     from transformers import AutoTokenizer
 
     from trl_sdar.agent.rollout import EnvRollout, RolloutSettings
+    from trl_sdar.testing import ScriptedEnv
 
     accelerator = Accelerator(cpu=True)
     rank = accelerator.process_index
@@ -133,7 +95,7 @@ def _worker(out_dir: Path, model_dir: str) -> None:
         vllm_generation=FakeServerGeneration(accelerator, tokenizer, max_completion_length=4096),
         _log_metric=lambda name, value: metrics.__setitem__(name, value),
     )
-    rollout = EnvRollout(CountingEnv, settings=RolloutSettings(max_turn_tokens=MAX_NEW_TOKENS, num_workers=2))
+    rollout = EnvRollout(ScriptedEnv.counting, settings=RolloutSettings(max_turn_tokens=MAX_NEW_TOKENS, num_workers=2))
     prompts = list(rollout.dataset(TARGETS[rank])["prompt"])
     output = rollout(prompts, trainer)
     accelerator.wait_for_everyone()  # one more collective: every rank left the rollout

@@ -1,5 +1,6 @@
 """EnvRollout on a scripted environment and a scripted generator: tokens, masks, rewards, failures."""
 
+import functools
 import threading
 import time
 from types import SimpleNamespace
@@ -9,47 +10,7 @@ from transformers import AutoTokenizer
 
 from trl_sdar.agent.generation import Generated, VLLMGenerator
 from trl_sdar.agent.rollout import INVALID_FORMAT_FEEDBACK, ChatTurns, EnvRollout, RolloutSettings, env_reward
-from trl_sdar.envs.base import Observation, StepResult, Task
-
-
-class CounterEnv:
-    """Reach `target` by playing `inc` actions; `boom` raises, `hang` blocks (to test failure handling)."""
-
-    name, max_turns, invalid_format_penalty, action_tag = "counter", 6, 0.1, "action"
-
-    def __init__(self, release: threading.Event | None = None):
-        self.release = release
-        self.value = 0
-        self.target = 0
-
-    def task(self, task_id):
-        return Task("counter", task_id, f"count to {task_id % 3 + 1}", f"type{task_id % 2}")
-
-    def reset(self, task_id):
-        self.value, self.target = 0, task_id % 3 + 1
-        return Observation(f"value 0, target {self.target}", ("inc",))
-
-    def step(self, action):
-        if action == "boom":
-            raise RuntimeError("environment bug")
-        if action == "hang":
-            self.release.wait(5)
-        if action == "inc":
-            self.value += 1
-        won = self.value >= self.target
-        return StepResult(Observation(f"value {self.value}"), 10.0 if won else 0.0, won, won, float(won))
-
-    def prompt(self, task, first):
-        return f"{task.instruction}. {first.text}"
-
-    def feedback(self, result):
-        return result.observation.text
-
-    def expert_action(self):
-        return "inc"
-
-    def close(self):
-        pass
+from trl_sdar.testing import ScriptedEnv
 
 
 class ScriptedGenerator:
@@ -82,7 +43,7 @@ def tokenizer(tiny_model_dir):
 STRICT = RolloutSettings(parser="strict")
 
 
-def _play(tokenizer, task_ids, texts_per_task, budget=4000, settings=STRICT, env_factory=CounterEnv):
+def _play(tokenizer, task_ids, texts_per_task, budget=4000, settings=STRICT, env_factory=ScriptedEnv.counter):
     rollout = EnvRollout(env_factory, skills=lambda t: f"skills for {t.task_type}", settings=settings)
     dataset = rollout.dataset(task_ids)
     prompts = [row["prompt"] for row in dataset]
@@ -152,7 +113,7 @@ def test_hung_environment_times_out_and_is_replaced(tokenizer):
     start = time.perf_counter()
     rollout, episodes, _ = _play(
         tokenizer, [0, 1], {0: ["<think>x</think><action>hang</action>"], 1: [INC, INC]}, settings=settings,
-        env_factory=lambda: CounterEnv(release),
+        env_factory=functools.partial(ScriptedEnv.counter, release=release),
     )  # fmt: skip
     release.set()
     assert time.perf_counter() - start < 3
@@ -162,7 +123,7 @@ def test_hung_environment_times_out_and_is_replaced(tokenizer):
 
 
 def test_unknown_prompt_is_a_clear_error():
-    rollout = EnvRollout(CounterEnv)
+    rollout = EnvRollout(ScriptedEnv.counter)
     with pytest.raises(KeyError, match="EnvRollout.dataset"):
         rollout.task_id_of([{"role": "user", "content": "not a task"}])
 
@@ -221,23 +182,13 @@ def test_each_episode_keeps_its_own_turn_budget(tokenizer):
 
 def test_rank_without_episodes_keeps_calling_the_generator_while_others_play(tokenizer):
     # vLLM server mode gathers prompts across processes: a rank whose episodes ended must still take part
-    rollout = EnvRollout(CounterEnv)
+    rollout = EnvRollout(ScriptedEnv.counter)
     prompts = [row["prompt"] for row in rollout.dataset([0])]
     turns = ChatTurns(tokenizer)
     generator = ScriptedGenerator(tokenizer, [(turns.prompt_ids(prompts[0]), [INC])])
     other_ranks_active = iter([True, True, True, False])
     episodes = rollout.run([0], prompts, generator, turns, 500, any_active=lambda local: next(other_ranks_active))
     assert episodes[0].won and [n for n, _ in generator.calls] == [1, 0, 0]
-
-
-class CountingEnv(CounterEnv):
-    def __init__(self):
-        super().__init__()
-        self.steps = 0
-
-    def step(self, action):
-        self.steps += 1
-        return super().step(action)
 
 
 def test_turn_cut_by_the_episode_budget_is_not_played_and_keeps_logprobs_aligned(tokenizer):
@@ -247,7 +198,7 @@ def test_turn_cut_by_the_episode_budget_is_not_played_and_keeps_logprobs_aligned
         def generate(self, contexts, max_new_tokens):
             return [Generated(o.ids, [-0.1] * len(o.ids)) for o in super().generate(contexts, max_new_tokens)]
 
-    rollout = EnvRollout(CountingEnv, settings=RolloutSettings(max_turn_tokens=64))
+    rollout = EnvRollout(ScriptedEnv.counter, settings=RolloutSettings(max_turn_tokens=64))
     prompts = [row["prompt"] for row in rollout.dataset([0])]
     turns = ChatTurns(tokenizer)
     text = "<think>" + "count " * 30 + "</think><action>inc</action>"
@@ -293,7 +244,7 @@ def test_logprobs_stay_aligned_when_one_episode_of_a_batch_runs_out_of_budget(to
 
     long_turn = "<think>" + "word " * 40 + "</think>"
     settings = RolloutSettings(max_turns=2, max_turn_tokens=50, parser="strict")
-    rollout = EnvRollout(CountingEnv, settings=settings)
+    rollout = EnvRollout(ScriptedEnv.counter, settings=settings)
     prompts = [row["prompt"] for row in rollout.dataset([1, 2])]
     turns = ChatTurns(tokenizer)
     scripts = [(turns.prompt_ids(prompts[0]), [long_turn]), (turns.prompt_ids(prompts[1]), ["no tags"])]

@@ -9,36 +9,9 @@ from trl_sdar.agent.chat import ChatTurns
 from trl_sdar.agent.generation import Generated
 from trl_sdar.agent.prompts import StepView, alfworld_step, search_step, webshop_step
 from trl_sdar.agent.rollout import EnvRollout, RolloutSettings
-from trl_sdar.envs.base import Observation, StepResult, Task
+from trl_sdar.envs.base import Observation, Task
 from trl_sdar.method.turns.advantages import padded_row_count, row_multiple, turn_advantages
-
-
-class FakeAlfworld:
-    """Named like ALFWorld so the ALFWorld step template renders it: 'inc' three times wins."""
-
-    name, max_turns, invalid_format_penalty, action_tag = "alfworld", 5, 0.1, "action"
-
-    def __init__(self):
-        self.value = 0
-
-    def task(self, task_id):
-        return Task("alfworld", task_id, "count to three.", "pick_and_place")
-
-    def reset(self, task_id):
-        self.value = 0
-        return Observation("You are in a room. Your task is to: count to three.", ("inc", "look", "help"))
-
-    def step(self, action):
-        self.value += action == "inc"
-        won = self.value >= 3
-        text = f"The counter shows {self.value}." if action in ("inc", "look") else "Nothing happens."
-        return StepResult(Observation(text, ("inc", "look", "help")), 10.0 if won else 0.0, won, won, float(won))
-
-    def expert_action(self):
-        return "inc"
-
-    def close(self):
-        pass
+from trl_sdar.testing import ScriptedEnv
 
 
 class ByTurnGenerator:
@@ -64,7 +37,7 @@ INC, LOOK = "<think>count</think><action>inc</action>", "<think>see</think><acti
 
 def _play_turns(tokenizer, answers, window=2, task_ids=(0,)):
     settings = RolloutSettings(rollout_unit="turn", history_window=window, max_turn_tokens=40)
-    rollout = EnvRollout(FakeAlfworld, skills=lambda t: "skills", settings=settings)
+    rollout = EnvRollout(ScriptedEnv.fake_alfworld, skills=lambda t: "skills", settings=settings)
     prompts = [row["prompt"] for row in rollout.dataset(list(task_ids))]
     generator = ByTurnGenerator(tokenizer, answers)
     episodes = rollout.run(list(task_ids), prompts, generator, ChatTurns(tokenizer), 40)
@@ -100,7 +73,7 @@ def test_history_window_zero_and_strict_parser(tokenizer):
     _, [episode], _ = _play_turns(tokenizer, [INC, INC, INC], window=0)
     assert all("Observation 1" not in r.prompt_text for r in episode.records)
     settings = RolloutSettings(rollout_unit="turn", parser="strict", max_turn_tokens=40)
-    rollout = EnvRollout(FakeAlfworld, settings=settings)
+    rollout = EnvRollout(ScriptedEnv.fake_alfworld, settings=settings)
     prompts = [row["prompt"] for row in rollout.dataset([0])]
     [strict] = rollout.run([0], prompts, ByTurnGenerator(tokenizer, ["no tags", INC]), ChatTurns(tokenizer), 40)
     # strict rules: the invalid turn is not played, the history remembers an empty action
@@ -109,7 +82,7 @@ def test_history_window_zero_and_strict_parser(tokenizer):
 
 
 def test_turn_unit_refuses_plain_grpo_call():
-    rollout = EnvRollout(FakeAlfworld, settings=RolloutSettings(rollout_unit="turn"))
+    rollout = EnvRollout(ScriptedEnv.fake_alfworld, settings=RolloutSettings(rollout_unit="turn"))
     with pytest.raises(ValueError, match="SDARTrainer"):
         rollout([], trainer=None)
 

@@ -40,8 +40,8 @@ def test_training_dataset_holds_only_the_selected_types():
 
 
 def test_recipe_task_types_reach_the_training_tasks(tmp_path):
+    from trl_sdar.commands.environments import build_env_rollout
     from trl_sdar.commands.recipe.launch import make_parser
-    from trl_sdar.commands.train import build_env_rollout
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text("env_name: search_qa\ntask_types: [comparison]\ntrain_task_start: 0\nnum_train_tasks: 12\n"

@@ -419,8 +419,8 @@ def test_real_adapter_reads_alfworld_layout(tmp_path, monkeypatch):
 
 
 def test_named_difficulty_levels(tmp_path):
+    from trl_sdar.commands.environments import env_kwargs
     from trl_sdar.commands.recipe.args import DIFFICULTIES
-    from trl_sdar.commands.train import env_kwargs
     from trl_sdar.envs.alfworld_games import DIFFICULTY_LEVELS, TINY
 
     assert tuple(DIFFICULTY_LEVELS) == DIFFICULTIES and DIFFICULTY_LEVELS["easy"] == EASY

@@ -264,7 +264,7 @@ def test_search_r1_question_files_jsonl_and_parquet():
 
 
 def test_recipe_field_points_training_at_real_questions():
-    from trl_sdar.commands.train import env_kwargs
+    from trl_sdar.commands.environments import env_kwargs
 
     path = str(FIXTURES / "nq_train_sample.jsonl")
     kwargs = env_kwargs("search_qa", questions_path=path)

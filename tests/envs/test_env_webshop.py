@@ -394,7 +394,7 @@ def test_fuzzy_option_switch_is_webshops_rule():
 def test_builtin_catalog_is_the_same_for_training_and_evaluation():
     default = WebShopEnv(seed=0)
     assert default.num_tasks == BUILTIN_NUM_GOALS and len(default.catalog.products) == 4 * BUILTIN_NUM_GOALS
-    from trl_sdar.commands.train import env_kwargs
+    from trl_sdar.commands.environments import env_kwargs
 
     training = env_kwargs("webshop", max_task_id=128 + 2048 - 1)
     assert WebShopEnv(**training).catalog is default.catalog  # the recipes' 2048 training goals share it

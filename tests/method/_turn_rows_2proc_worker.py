@@ -12,38 +12,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from trl_sdar import SDARConfig, SDARTrainer
 from trl_sdar.agent.rollout import EnvRollout, RolloutSettings, env_reward
-from trl_sdar.envs.base import Observation, StepResult, Task
-
-
-class FixedLengthEnv:
-    name, max_turns, invalid_format_penalty, action_tag = "fixed", 5, 0.1, "action"
-
-    def __init__(self):
-        self.left, self.task_id = 0, 0
-
-    def task(self, task_id):
-        return Task("fixed", task_id, f"task {task_id}", f"type{task_id % 2}")
-
-    def reset(self, task_id):
-        self.left, self.task_id = task_id % 3 + 1, task_id
-        return Observation(f"start {task_id}", ("wait",))
-
-    def step(self, action):
-        self.left -= 1
-        won = self.left == 0 and self.task_id % 2 == 0
-        return StepResult(Observation(f"{self.left} left", ("wait",)), 10.0 * won, self.left == 0, won, float(won))
-
-    def expert_action(self):
-        return "wait"
-
-    def close(self):
-        pass
+from trl_sdar.testing import ScriptedEnv
 
 
 def main(out_path: str, model_dir: str) -> None:
     torch.set_num_threads(1)
     settings = RolloutSettings(rollout_unit="turn", max_turns=5, max_turn_tokens=6)
-    rollout = EnvRollout(FixedLengthEnv, skills=lambda t: "a privileged hint", settings=settings)
+    rollout = EnvRollout(ScriptedEnv.fixed_length, skills=lambda t: "a privileged hint", settings=settings)
     played = []
     original = rollout.turn_rows
 

@@ -2,12 +2,12 @@
 
 import pytest
 import torch
-from test_turn_rows import FakeAlfworld
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from trl_sdar import SDARConfig, SDARTrainer
 from trl_sdar.agent.rollout import EnvRollout, RolloutSettings, env_reward
 from trl_sdar.method.turns.passes import chunk_slices, chunks_needed, slice_rows
+from trl_sdar.testing import ScriptedEnv
 
 BASELINES = {
     "sdar": {},
@@ -22,7 +22,7 @@ BASELINES = {
 def _trainer(tiny_model_dir, tmp_path, student_sees_skills=False, **overrides):
     settings = RolloutSettings(rollout_unit="turn", max_turns=3, max_turn_tokens=8, history_window=2)
     rollout = EnvRollout(
-        FakeAlfworld, skills=lambda t: "Privileged: press inc.", settings=settings,
+        ScriptedEnv.fake_alfworld, skills=lambda t: "Privileged: press inc.", settings=settings,
         student_sees_skills=student_sees_skills,
     )  # fmt: skip
     config = dict(
@@ -142,13 +142,13 @@ def test_turn_rows_refuse_entropy_quantile_masks(tiny_model_dir, tmp_path):
 
 
 def test_logged_zero_std_share_is_over_the_grpo_groups_of_turn_rows(tiny_model_dir, tmp_path, monkeypatch):
-    from trl_sdar.method import trainer as trainer_module
+    from trl_sdar.method.turns import batch as batch_module  # where the share replaces TRL's value
 
     trainer = _trainer(tiny_model_dir, tmp_path, sdar_coef=0.0)
     seen = []
-    real = trainer_module.zero_spread_share
+    real = batch_module.zero_spread_share
     monkeypatch.setattr(
-        trainer_module, "zero_spread_share", lambda *a, **k: seen.append((a, real(*a, **k))) or seen[-1][1]
+        batch_module, "zero_spread_share", lambda *a, **k: seen.append((a, real(*a, **k))) or seen[-1][1]
     )
     output = _batch(trainer)
     (scores, groups, episodes), share = seen[-1]

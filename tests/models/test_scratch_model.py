@@ -5,7 +5,7 @@ import shutil
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from trl_sdar.commands.train import resolve_model_path
+from trl_sdar.models import resolve_model_path
 from trl_sdar.models.scratch import SCRATCH_NAME, SCRATCH_SHAPE, build_scratch_model
 from trl_sdar.models.smollm2 import CACHE_ENV, MODEL_NAME
 

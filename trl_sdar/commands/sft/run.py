@@ -41,7 +41,7 @@ def demo_task_ids(warm: WarmStartArguments) -> list[int]:
 
 
 def build_demonstrations(warm: WarmStartArguments, tokenizer, seed: int) -> tuple[list[Demonstration], dict]:
-    from trl_sdar.commands.train import env_kwargs
+    from trl_sdar.commands.environments import env_kwargs
     from trl_sdar.envs import make_env
     from trl_sdar.envs.selection import select_task_types
 

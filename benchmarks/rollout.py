@@ -2,28 +2,31 @@
 
 Runs SDAR training steps through each built-in environment with the tiny model on CPU and reports, per env: the
 median step time, the rollout's generation and environment seconds, and the environment share of the step.
-Usage: python scripts/bench_rollout.py [--envs alfworld,webshop,search_qa] [--steps 3] [--output FILE]
+Usage: python benchmarks/rollout.py [--envs alfworld,webshop,search_qa] [--steps 3] [--output FILE]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness, when loaded by path (tests)
+
+from harness import measured, ratio, write_json  # noqa: E402
+
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 
 def bench_env(env_name: str, model_dir: str, steps: int, batch: int, workers: int) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
-    from trl_sdar import SDARConfig, SDARTrainer
-    from trl_sdar.agent.rollout import EnvRollout, RolloutSettings, env_reward
+    from trl_sdar import EnvRollout, RolloutSettings, SDARConfig, SDARTrainer, env_reward
     from trl_sdar.envs import make_env
     from trl_sdar.skills import SkillSelector
 
@@ -53,11 +56,17 @@ def bench_env(env_name: str, model_dir: str, steps: int, batch: int, workers: in
             processing_class=AutoTokenizer.from_pretrained(model_dir), rollout_func=rollout, callbacks=[Timer()],
         )  # fmt: skip
         trainer.train()
-    timed = timings[1:] or timings  # first step warms up
-    step = statistics.median(t["step_s"] for t in timed)
-    env_s = statistics.median(t["env_s"] for t in timed)
-    gen_s = statistics.median(t["generate_s"] for t in timed)
-    return {"env": env_name, "step_s": step, "generate_s": gen_s, "env_s": env_s, "env_share_of_step": env_s / step}
+    counted = measured(timings)  # the first step warms up
+    step = statistics.median(t["step_s"] for t in counted)
+    env_s = statistics.median(t["env_s"] for t in counted)
+    gen_s = statistics.median(t["generate_s"] for t in counted)
+    return {
+        "env": env_name,
+        "step_s": step,
+        "generate_s": gen_s,
+        "env_s": env_s,
+        "env_share_of_step": ratio(env_s, step),
+    }
 
 
 def main() -> None:
@@ -81,8 +90,7 @@ def main() -> None:
     for r in rows:
         share = r["env_share_of_step"]
         print(f"{r['env']:<10} {r['step_s']:>8.2f} {r['generate_s']:>11.2f} {r['env_s']:>8.2f} {share:>10.1%}")
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(rows, indent=1))
+    write_json(args.output, rows)
     print(f"\nwritten: {args.output}")
 
 

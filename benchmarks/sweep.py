@@ -1,8 +1,8 @@
 #!/usr/bin/env python
-"""The whole-step SDAR/GRPO benchmark of `bench_overhead.py` over a grid: context tokens x finetune x layout.
+"""The whole-step SDAR/GRPO benchmark of `overhead.py` over a grid: context tokens x finetune x layout.
 
-Each grid point is one `bench_overhead.run_benchmark` (GRPO and one SDAR arm per `--kinds` teacher kind, trained side
-by side), every other flag of `bench_overhead.py` the same for all points. `--context-tokens`, `--finetune` and
+Each grid point is one `overhead.run_benchmark` (GRPO and one SDAR arm per `--kinds` teacher kind, trained side by
+side), every other flag of `overhead.py` the same for all points. `--context-tokens`, `--finetune` and
 `--layout` take comma-separated values (defaults `250,500,1000,2000`, `lora,full`, `episode,turn`); `--kinds`
 defaults to `live,base,ema`. The JSON at `--output` holds the full report of every finished point under `points`
 and is rewritten after each point, so a killed sweep keeps what it finished and the same command run again skips
@@ -10,7 +10,7 @@ those points (a point recorded there with other settings is an error: use anothe
 is kept under `failed` with its error, the sweep goes on, and the next run tries it again. At the end: one row per
 point with its rows and tokens per step and, per teacher kind, the SDAR/GRPO step-time and peak-memory ratios.
 
-    python scripts/bench_sweep.py --model smollm2 --steps 3 --batch 16 --num-generations 4 \\
+    python benchmarks/sweep.py --model smollm2 --steps 3 --batch 16 --num-generations 4 \\
         --max-completion-length 64 --turns 4 --output outputs/bench_sweep.json
 """
 
@@ -26,8 +26,11 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_overhead as bench  # noqa: E402
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness & co., when loaded by path (tests)
+
+import overhead as bench  # noqa: E402
+from harness import flag, settings_from, settings_parser, write_json  # noqa: E402
 
 GRID = {"context_tokens": "250,500,1000,2000", "finetune": "lora,full", "layout": "episode,turn"}
 DEFAULT_KINDS = "live,base,ema"
@@ -39,12 +42,12 @@ def grid_values(key: str, text: str) -> list:
     kind = type(getattr(bench.Settings(), key))
     items = list(dict.fromkeys(item.strip() for item in text.split(",") if item.strip()))
     if not items:
-        raise ValueError(f"{bench.flag(key)}={text!r} is not valid; expected a comma-separated list of values.")
+        raise ValueError(f"{flag(key)}={text!r} is not valid; expected a comma-separated list of values.")
     try:
         return [kind(item) for item in items]
     except ValueError:
         raise ValueError(
-            f"{bench.flag(key)}={text!r} is not valid; expected comma-separated {kind.__name__} values."
+            f"{flag(key)}={text!r} is not valid; expected comma-separated {kind.__name__} values."
         ) from None
 
 
@@ -62,14 +65,13 @@ def point_key(settings: bench.Settings) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[list[bench.Settings], str]:
-    parser = bench.settings_parser(__doc__.split("\n\n")[0], lists=GRID)
+    parser = settings_parser(bench.Settings, __doc__.split("\n\n")[0], lists=GRID)
     parser.set_defaults(kinds=DEFAULT_KINDS)
     parser.add_argument("--output", default="outputs/bench_sweep.json")
     args = parser.parse_args(argv)
     if args.teacher_only:
-        parser.error("--teacher-only is not a whole-step benchmark; run bench_overhead.py --teacher-only instead.")
-    fields = asdict(bench.Settings())
-    base = bench.Settings(**{key: getattr(args, key) for key in fields if key not in GRID})
+        parser.error("--teacher-only is not a whole-step benchmark; run overhead.py --teacher-only instead.")
+    base = settings_from(args, bench.Settings, skip=GRID)
     try:
         points = grid_points(base, {key: getattr(args, key) for key in GRID})
     except ValueError as exc:
@@ -91,7 +93,7 @@ def recorded_with(entry: dict[str, Any], settings: bench.Settings, key: str, out
     wanted = asdict(settings)
     differ = {k: (entry["settings"].get(k), v) for k, v in wanted.items() if entry["settings"].get(k) != v}
     if differ:
-        changes = ", ".join(f"{bench.flag(k)} {old!r} there vs {new!r} now" for k, (old, new) in differ.items())
+        changes = ", ".join(f"{flag(k)} {old!r} there vs {new!r} now" for k, (old, new) in differ.items())
         raise ValueError(f"{output} holds {key} measured with other settings ({changes}); use another --output.")
 
 
@@ -115,7 +117,7 @@ def run_sweep(points: list[bench.Settings], output: str | Path, verbose: bool = 
         except Exception as exc:  # one point failing (e.g. out of memory) leaves the others to run
             sweep["failed"][key] = {"settings": asdict(point), "error": repr(exc)}
             status = f"failed: {exc!r}"
-        bench.write_json(output, sweep)
+        write_json(output, sweep)
         print(f"[sweep] {i}/{len(points)} {key}: {status} in {time.perf_counter() - start:.0f} s",
               file=sys.stderr, flush=True)  # fmt: skip
         _free_memory()

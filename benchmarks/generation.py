@@ -10,29 +10,23 @@ turn is timed in one mode right after the other (alternating which goes first), 
 environment tokens; the sampled tokens are compared (they must match). Per-turn times are medians over `--repeats`.
 Prints, per number of turns k, the time to generate a k-turn episode batch in each mode and their ratio.
 
-    python scripts/bench_generation.py --model smollm2 --turns 10 --batch 2 --prompt-tokens 256 --turn-tokens 16 \
+    python benchmarks/generation.py --model smollm2 --turns 10 --batch 2 --prompt-tokens 256 --turn-tokens 16 \
         --env-tokens 32 --output bench_generation.json
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness, when loaded by path (tests)
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from harness import flag, machine, ratio, settings_from, settings_parser, timed, turn_order, write_json  # noqa: E402
 
 MODES = ("reprefill", "cached")
 
@@ -108,17 +102,11 @@ def play_side_by_side(generators: dict, settings: Settings, prompts, replies, fi
     runs = {mode: {"contexts": [list(p) for p in prompts], "turn_s": [], "prefill_tokens": [], "sampled": []}
             for mode in generators}  # fmt: skip
     for turn in range(settings.turns):
-        order = list(generators) if (turn + first) % 2 == 0 else list(generators)[::-1]
-        for mode in order:
+        for mode in turn_order(list(generators), turn + first):
             generator, run = generators[mode], runs[mode]
             _set_rng_state(rng[mode])
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            outs = generator.generate(run["contexts"], settings.turn_tokens)
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-            run["turn_s"].append(time.perf_counter() - start)
+            outs, seconds = timed(generator.generate, run["contexts"], settings.turn_tokens)
+            run["turn_s"].append(seconds)
             rng[mode] = _rng_state()
             run["prefill_tokens"].append(generator.last_prefill_tokens)
             run["sampled"].append([o.ids for o in outs])
@@ -129,18 +117,14 @@ def play_side_by_side(generators: dict, settings: Settings, prompts, replies, fi
     return runs
 
 
-def machine() -> str:
+def device_line() -> str:
+    """The report's `device`: the GPU, or the CPU with its cores and torch threads; and torch's version."""
     import torch
 
+    m = machine()
     if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
-    cpu = platform.processor() or platform.machine()
-    try:
-        names = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+        return f"{m['device']}, torch {m['torch']}"
+    return f"{m['cpu']}, {os.cpu_count()} cores, {m['torch_threads']} torch threads, torch {m['torch']}"
 
 
 def run_benchmark(settings: Settings, output: Path | None = None) -> dict:
@@ -165,7 +149,7 @@ def run_benchmark(settings: Settings, output: Path | None = None) -> dict:
         for mode, run in play_side_by_side(generators, settings, prompts, replies, first=repeat).items():
             runs[mode].append(run)
             print(f"[bench] repeat {repeat} {mode}: {sum(run['turn_s']):.1f} s", file=sys.stderr, flush=True)
-    report = {"settings": asdict(settings), "device": machine(), "modes": {}}
+    report = {"settings": asdict(settings), "device": device_line(), "modes": {}}
     for mode in MODES:
         per_turn = [statistics.median(r["turn_s"][t] for r in runs[mode]) for t in range(settings.turns)]
         cumulative = [sum(per_turn[: k + 1]) for k in range(settings.turns)]
@@ -175,13 +159,13 @@ def run_benchmark(settings: Settings, output: Path | None = None) -> dict:
             "prefill_tokens": runs[mode][0]["prefill_tokens"],
         }
     reprefill, cached = report["modes"]["reprefill"]["episode_s"], report["modes"]["cached"]["episode_s"]
-    report["speedup"] = [a / b for a, b in zip(reprefill, cached, strict=True)]
+    report["speedup"] = [ratio(a, b) for a, b in zip(reprefill, cached, strict=True)]
     report["same_tokens"] = all(
         a["sampled"] == b["sampled"] for a, b in zip(runs["reprefill"], runs["cached"], strict=True)
     )
     report["final_context_tokens"] = runs["cached"][0]["final_context"]
     if output is not None:
-        output.write_text(json.dumps(report, indent=2))
+        write_json(output, report)
     return report
 
 
@@ -203,10 +187,7 @@ def format_table(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    defaults = Settings()
-    for name, value in asdict(defaults).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+    parser = settings_parser(Settings, __doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--output", type=Path, default=None, help="write the JSON report here")
     args = parser.parse_args(argv)
@@ -214,10 +195,10 @@ def main(argv: list[str] | None = None) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-    settings = Settings(**{k: getattr(args, k) for k in asdict(defaults)})
+    settings = settings_from(args, Settings)
     for name in ("turns", "batch", "prompt_tokens", "turn_tokens", "repeats"):
         if getattr(settings, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(settings, name)}")
+            parser.error(f"{flag(name)} must be >= 1, got {getattr(settings, name)}")
     print(format_table(run_benchmark(settings, args.output)))
 
 

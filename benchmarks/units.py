@@ -4,7 +4,7 @@ Each unit trains one optimizer step in its own process (so peak RSS is that unit
 tasks (easy rooms) with the same seed: SmolLM2-135M-Instruct + LoRA (or `--model builtin:tiny`), GRPO loss
 (`--sdar_coef` for SDAR). Prints one JSON line per unit and the turn/episode ratios.
 
-Usage: python scripts/bench_units.py [--model builtin:smollm2] [--tasks 2] [--generations 2] [--max_turns 8]
+Usage: python benchmarks/units.py [--model builtin:smollm2] [--tasks 2] [--generations 2] [--max_turns 8]
        [--max_turn_tokens 48] [--episode_budget 1024] [--max_tokens_per_backward 8192] [--output FILE]
 """
 
@@ -13,14 +13,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness, when loaded by path (tests)
+
+from harness import compare, peak_rss_mb, write_json  # noqa: E402
+
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+COMPARED = ("rows", "forward_tokens", "trained_tokens", "peak_rss_mb")  # turn/episode ratios of these
 
 
 def run_unit(opts: argparse.Namespace) -> dict:
@@ -28,11 +33,10 @@ def run_unit(opts: argparse.Namespace) -> dict:
     from peft import LoraConfig
     from transformers import AutoTokenizer, TrainerCallback
 
-    from trl_sdar import SDARConfig, SDARTrainer
-    from trl_sdar.agent.rollout import EnvRollout, RolloutSettings, env_reward
-    from trl_sdar.commands.train import resolve_model_path
+    from trl_sdar import EnvRollout, RolloutSettings, SDARConfig, SDARTrainer, env_reward
     from trl_sdar.envs import make_env
     from trl_sdar.envs.alfworld_games import EASY
+    from trl_sdar.models import resolve_model_path
     from trl_sdar.skills import SkillSelector
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
@@ -79,7 +83,7 @@ def run_unit(opts: argparse.Namespace) -> dict:
         "unit": opts.unit,
         "step_s": round(time.perf_counter() - start, 1),
         **tokens,
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
         "budget_ended": seen.get("env/alfworld/budget_ended"),
         "turns_per_episode": seen.get("env/alfworld/turns"),
         "invalid_rate": seen.get("env/alfworld/invalid_rate"),
@@ -113,12 +117,12 @@ def main() -> None:
             raise SystemExit(f"{unit} run failed (exit {out.returncode}):\n" + "\n".join(errors[-40:]))
         results.append(json.loads(line[len("RESULT ") :]))
         print(json.dumps(results[-1]), flush=True)
-    episode, turn = results
-    ratios = {k: round(turn[k] / episode[k], 2) for k in ("rows", "forward_tokens", "trained_tokens", "peak_rss_mb")}
+    by_unit = {r["unit"]: r for r in results}
+    ratios = compare(by_unit, {k: k for k in COMPARED}, reference="episode")["turn"]["ratios"]
+    ratios = {k: round(v, 2) for k, v in ratios.items()}
     print(json.dumps({"turn_over_episode": ratios}))
     if opts.output:
-        with open(opts.output, "w") as f:
-            json.dump({"args": vars(opts), "results": results, "turn_over_episode": ratios}, f, indent=1)
+        write_json(opts.output, {"args": vars(opts), "results": results, "turn_over_episode": ratios})
 
 
 if __name__ == "__main__":

@@ -1,54 +1,45 @@
-"""scripts/bench_overhead.py and bench_sweep.py on the tiny model: arms step in turn, numbers are real, the teacher
-bench compares, turn rows share their task's context, a sweep keeps and skips finished points."""
+"""benchmarks/overhead.py and sweep.py on the tiny model: numbers are real, arms step in turn, the teacher bench
+compares, turn rows share their task's context, a sweep keeps and skips finished points. (The turn-taking itself:
+test_harness.py.)"""
 
-import importlib.util
+import importlib
 import json
 import math
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 
-SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+BENCHMARKS = str(Path(__file__).resolve().parents[2] / "benchmarks")
 
 
 def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the script runs
-    spec.loader.exec_module(module)
-    return module
+    """A benchmark module imported as when its script runs: its folder first on `sys.path`."""
+    if BENCHMARKS not in sys.path:
+        sys.path.insert(0, BENCHMARKS)
+    return importlib.import_module(name)
 
 
 @pytest.fixture(scope="module")
 def bench():
-    return _load("bench_overhead")
+    return _load("overhead")
+
+
+@pytest.fixture(scope="module")
+def overhead_arms():
+    return _load("overhead_arms")
+
+
+@pytest.fixture(scope="module")
+def overhead_layout():
+    return _load("overhead_layout")
 
 
 @pytest.fixture(scope="module")
 def sweep(bench):
-    module = _load("bench_sweep")
+    module = _load("sweep")
     assert module.bench is bench  # the sweep runs this very module's run_benchmark (monkeypatched below)
     return module
-
-
-def test_turns_cycle_through_active_arms_and_skip_finished_ones(bench):
-    turns, order = bench.Turns(3), []
-
-    def arm(i, steps):
-        for _ in range(steps):
-            turns.wait(i)
-            order.append(i)
-            turns.done_step(i)
-        turns.leave(i)
-
-    threads = [threading.Thread(target=arm, args=(i, n)) for i, n in enumerate((3, 1, 2))]
-    for t in reversed(threads):
-        t.start()
-    for t in threads:
-        t.join(timeout=10)
-    assert order == [0, 1, 2, 0, 2, 0]
 
 
 def test_benchmark_tiny_arms_side_by_side(bench, tmp_path):
@@ -84,7 +75,7 @@ def test_benchmark_tiny_arms_side_by_side(bench, tmp_path):
     assert "teacher alone" in bench.format_table(report)
 
 
-def test_cli_rejects_bad_settings(bench):
+def test_cli_rejects_bad_settings(bench, overhead_arms):
     with pytest.raises(SystemExit):
         bench.parse_args(["--kinds", "live,frozen"])
     with pytest.raises(SystemExit):
@@ -92,7 +83,7 @@ def test_cli_rejects_bad_settings(bench):
     with pytest.raises(SystemExit):
         bench.parse_args(["--layout", "turn", "--turns", "0"])
     settings, output = bench.parse_args(["--kinds", "base", "--unshared", "--layout", "episode"])
-    assert bench.arm_names(settings) == [
+    assert overhead_arms.arm_names(settings) == [
         "grpo", "sdar-base", "sdar-base-unshared"
     ]  # fmt: skip
 
@@ -110,12 +101,14 @@ def test_teacher_only_scores_one_batch_with_every_kind(bench, tmp_path):
     assert "teacher base" in bench.format_table(report)
 
 
-def test_turn_layout_rows_are_turns_of_episodes_under_their_task_context(bench, tiny_model_dir, tmp_path):
+def test_turn_layout_rows_are_turns_of_episodes_under_their_task_context(
+    bench, overhead_arms, overhead_layout, tiny_model_dir, tmp_path
+):
     settings = bench.Settings(
         model="tiny", finetune="lora", layout="turn", kinds="live", batch=4, num_generations=2,
         max_completion_length=8, context_tokens=1850, turns=3,
     )  # fmt: skip  # the general skills take 1793 tiny-tokens: past them, each task type's own skills follow
-    trainer = bench.build_trainer("sdar-live", tiny_model_dir, settings, str(tmp_path))
+    trainer = overhead_arms.build_trainer("sdar-live", tiny_model_dir, settings, str(tmp_path))
     trainer.model.train()
     episodes = next(iter(trainer.get_train_dataloader()))
     batch = trainer._generate_and_score_completions(episodes)
@@ -125,7 +118,7 @@ def test_turn_layout_rows_are_turns_of_episodes_under_their_task_context(bench, 
     tokenizer, contexts = trainer.processing_class, {}
     for row in range(rows):
         task = episodes[row // turns]  # rows come episode by episode, turn by turn
-        context = trainer._context_tokenizer(bench.skill_context(tokenizer, task["task_type"], 1850))
+        context = trainer._context_tokenizer(overhead_layout.skill_context(tokenizer, task["task_type"], 1850))
         teacher = batch["teacher_prompt_ids"][row][batch["teacher_prompt_mask"][row].bool()].tolist()
         prompt = batch["prompt_ids"][row][batch["prompt_mask"][row].bool()].tolist()
         assert teacher == context + prompt, row
@@ -137,7 +130,7 @@ def test_turn_layout_rows_are_turns_of_episodes_under_their_task_context(bench, 
     assert [e["task_id"] for e in episodes][::2] == [e["task_id"] for e in episodes][1::2]
     assert len(contexts) == 2 and all(len(c) == 1 for c in contexts.values())
     assert len(set.union(*contexts.values())) == 2 and all(len(next(iter(c))) >= 1850 for c in contexts.values())
-    shape = bench.step_shape(batch)
+    shape = overhead_layout.step_shape(batch)
     assert shape["rows_per_step"] == rows and shape["completion_tokens_per_step"] == 8 * rows
     assert shape["tokens_per_step"] == int(batch["prompt_mask"].sum()) + 8 * rows
 
