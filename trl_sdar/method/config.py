@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, fields
 
 from trl import GRPOConfig
 
@@ -14,6 +15,33 @@ DISTILL_LOSS_TYPES = ("sdar", "naive", "skill_sd", "rlsd")
 def _check_choice(name: str, value: object, valid: tuple[str, ...]) -> None:
     if value not in valid:
         raise ValueError(f"SDARConfig.{name}={value!r} is not valid; expected one of {list(valid)}.")
+
+
+def _check_finite(config) -> None:
+    """Every float field (SDAR's and GRPO's) and float list must be finite: `sdar_coef=inf` used to train to NaN
+    weights and save them with exit status 0."""
+    for f in fields(config):
+        value = getattr(config, f.name)
+        numbers = value if isinstance(value, list | tuple) else [value]
+        if any(isinstance(x, float) and not math.isfinite(x) for x in numbers):
+            raise ValueError(f"SDARConfig.{f.name}={value!r} is not valid; expected a finite number.")
+
+
+def _check_counts(config) -> None:
+    """Values that GRPOConfig divides by or that the Trainer reads another way than written (checked before
+    GRPOConfig's own checks, which would fail with a ZeroDivisionError)."""
+    if config.num_generations is not None and config.num_generations < 2:
+        raise ValueError(
+            f"SDARConfig.num_generations={config.num_generations!r} is not valid; expected an integer >= 2 "
+            "(GRPO compares the completions of one prompt)."
+        )
+    if config.max_steps == 0 or config.max_steps < -1:
+        raise ValueError(
+            f"SDARConfig.max_steps={config.max_steps!r} is not valid; expected -1 (train for num_train_epochs) or "
+            "an integer >= 1."
+        )
+    if config.learning_rate < 0:
+        raise ValueError(f"SDARConfig.learning_rate={config.learning_rate!r} is not valid; expected a number >= 0.")
 
 
 @dataclass
@@ -138,6 +166,8 @@ class SDARConfig(GRPOConfig):
     )
 
     def __post_init__(self):
+        _check_finite(self)
+        _check_counts(self)
         super().__post_init__()
         if not self.sdar_coef >= 0.0:
             raise ValueError(f"SDARConfig.sdar_coef={self.sdar_coef!r} is not valid; expected a number >= 0.")

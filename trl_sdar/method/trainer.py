@@ -18,6 +18,7 @@ from trl.trainer.utils import get_config_model_id
 from trl_sdar.method.checkpoint import load_training_state, save_training_state
 from trl_sdar.method.config import SDARConfig
 from trl_sdar.method.cpu_head import enable_compact_cpu_head
+from trl_sdar.method.finite_weights import check_finite_weights
 from trl_sdar.method.losses import (
     aggregate_like_grpo,
     finite_only,
@@ -180,6 +181,10 @@ class SDARTrainer(GRPOTrainer):
         super()._load_optimizer_and_scheduler(checkpoint)
         if checkpoint is not None:
             load_training_state(self, checkpoint)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        check_finite_weights(self, output_dir)  # never save NaN/inf weights (the final model or a checkpoint)
+        super().save_model(output_dir, _internal_call)
 
     # ----------------------------------------------------------------------------------------------- rollout time
     @property
