@@ -11,11 +11,13 @@ episode. One `Script` (frozen settings) describes a variant; the presets are the
 * `ScriptedEnv.fixed_length()`: "fixed", `task_id % 3 + 1` steps whatever the action, won only for even ids.
 
 `EnvRollout` takes a zero-argument factory: pass a preset (`EnvRollout(ScriptedEnv.counter)`) or
-`functools.partial(ScriptedEnv.counter, release=event)`. `make_tiny_model_dir` builds the tiny chat model.
+`functools.partial(ScriptedEnv.counter, release=event)`. `make_tiny_model_dir` builds the tiny chat model;
+`free_port()` finds a TCP port for a test's process group.
 """
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,6 +72,13 @@ FIXED_LENGTH = Script(
     first_text="start {task_id}", step_text="{left} left", actions=("wait",), counted=None,
     wins=lambda t: t % 2 == 0, max_turns=5,
 )  # fmt: skip
+
+
+def free_port() -> int:
+    """A TCP port on localhost that nothing listens on now (for a multi-process test's rendezvous)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 class ScriptedEnv:
@@ -140,4 +149,13 @@ class ScriptedEnv:
         pass
 
 
-__all__ = ["COUNTER", "COUNTING", "FAKE_ALFWORLD", "FIXED_LENGTH", "Script", "ScriptedEnv", "make_tiny_model_dir"]
+__all__ = [
+    "COUNTER",
+    "COUNTING",
+    "FAKE_ALFWORLD",
+    "FIXED_LENGTH",
+    "Script",
+    "ScriptedEnv",
+    "free_port",
+    "make_tiny_model_dir",
+]

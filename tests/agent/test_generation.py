@@ -294,3 +294,67 @@ def test_rollout_generates_through_trls_unwrap_for_generation(tiny_model_dir, to
         assert not generator.model.is_gradient_checkpointing  # turned off while the episodes are generated
         assert len(generator.generate([[5, 6, 7]], max_new_tokens=3)[0].ids) >= 1
     assert model.is_gradient_checkpointing
+
+
+def test_sharded_generator_with_nothing_to_generate_still_joins_the_others(model, tokenizer):
+    # ZeRO-3 / FSDP: a process whose episodes are over must still make the forwards of the others' generate call
+    calls, generate = [], model.generate
+
+    def spy(input_ids, synced_gpus=None, **kwargs):  # records the call; one process here, so no real sync
+        calls.append((input_ids.shape, synced_gpus))
+        return generate(input_ids=input_ids, **kwargs)
+
+    model.generate = spy
+    assert HFGenerator(model, tokenizer, temperature=0.0).generate([], max_new_tokens=4) == []
+    assert calls == []  # not sharded: nothing to join
+    assert HFGenerator(model, tokenizer, temperature=0.0, collective=True).generate([], max_new_tokens=4) == []
+    assert calls == [(torch.Size([1, 1]), True)]  # a one-token batch, generated in step with the others and dropped
+    HFGenerator(model, tokenizer, temperature=0.0, collective=True).generate(CONTEXTS, max_new_tokens=2)
+    assert calls[-1] == (torch.Size([4, 11]), True)
+
+
+@pytest.mark.parametrize(("kind", "version", "collective"), [
+    ("NO", None, False), ("MULTI_CPU", None, False), ("DEEPSPEED", 2, False), ("DEEPSPEED", 3, True),
+    ("FSDP", 1, True), ("FSDP", 2, True),
+])  # fmt: skip
+def test_generator_is_collective_exactly_when_forwards_are(model, tokenizer, kind, version, collective):
+    # ZeRO-3 counts even when parameters are gathered for generation: transformers then syncs the ranks itself
+    state = SimpleNamespace(
+        fsdp_plugin=SimpleNamespace(fsdp_version=version),
+        deepspeed_plugin=SimpleNamespace(deepspeed_config={"zero_optimization": {"stage": version}}),
+    )
+    accelerator = SimpleNamespace(distributed_type=kind, state=state, unwrap_model=lambda m: m)
+    args = SimpleNamespace(use_vllm=False, temperature=1.0, top_p=1.0, top_k=0, min_p=None, repetition_penalty=1.0,
+                           generation_kwargs=None, cache_implementation=None, gradient_checkpointing=False,
+                           gradient_checkpointing_kwargs=None)  # fmt: skip
+    trainer = SimpleNamespace(args=args, model=model, processing_class=tokenizer, accelerator=accelerator,
+                              is_fsdp_enabled=kind == "FSDP", is_deepspeed_enabled=False)  # fmt: skip
+    assert make_generator(trainer).collective is collective
+
+
+@pytest.mark.slow
+def test_fsdp2_ranks_whose_episodes_end_at_different_turns_generate_in_step(tiny_model_dir, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from trl_sdar.testing import free_port
+
+    worker = Path(__file__).parent / "_fsdp2_generation_worker.py"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2]), "OMP_NUM_THREADS": "1"}
+
+    def run(out, *flags):
+        out.mkdir()
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+               str(free_port()), str(worker), tiny_model_dir, str(out), *flags]  # fmt: skip
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+    result = run(tmp_path / "in_step")
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((tmp_path / "in_step" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["turns"] for r in ranks] == [[1, 1], [3, 3]]  # the ranks' episodes really end at different turns
+    assert ranks[0]["forwards"] == ranks[1]["forwards"]  # every forward of rank 1 was joined by rank 0
+    assert all(r["same_tokens"] for r in ranks)  # sharded greedy tokens = the unsharded model's
+    assert run(tmp_path / "unsynced", "--no-sync").returncode != 0  # the worker's data does need the fix

@@ -19,6 +19,12 @@ class ScriptedGenerator:
     def __init__(self, tokenizer, scripts, eos=True):
         self.tokenizer, self.scripts, self.eos, self.calls = tokenizer, scripts, eos, []
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
     def generate(self, contexts, max_new_tokens):
         self.calls.append((len(contexts), max_new_tokens))
         out = []
@@ -252,3 +258,27 @@ def test_logprobs_stay_aligned_when_one_episode_of_a_batch_runs_out_of_budget(to
     assert episodes[0].budget_ended and len(episodes[0].completion_ids) == 150
     for e in episodes:  # the batch's max_new_tokens came from the other episode's room
         assert len(e.logprobs) == len(e.completion_ids) == len(e.env_mask)
+
+
+@pytest.mark.parametrize("collective", [False, True])
+def test_sharded_hf_generation_plays_every_turn_in_step_with_the_other_processes(tokenizer, monkeypatch, collective):
+    # FSDP / ZeRO-3: each turn's generate is a collective, so play() asks the other processes whether any episode is
+    # still running (here: the others play 3 more turns after this process's episode ends)
+    import torch
+
+    from trl_sdar.agent import rollout as rollout_module
+
+    rollout = EnvRollout(ScriptedEnv.counter, settings=STRICT)
+    prompts = [row["prompt"] for row in rollout.dataset([0])]
+    turns = ChatTurns(tokenizer)
+    generator = ScriptedGenerator(tokenizer, [(turns.prompt_ids(prompts[0]), [INC])])
+    generator.collective = collective
+    monkeypatch.setattr(rollout_module, "make_generator", lambda trainer: generator)
+    others = iter([1.0, 1.0, 1.0, 0.0])  # the other processes' active flags, turn by turn
+    accelerator = SimpleNamespace(device=torch.device("cpu"),
+                                  reduce=lambda flag, reduction: flag + next(others))  # fmt: skip
+    trainer = SimpleNamespace(processing_class=tokenizer, accelerator=accelerator,
+                              args=SimpleNamespace(use_vllm=False, max_completion_length=500))  # fmt: skip
+    episodes = rollout.play(prompts, trainer)
+    assert episodes[0].won
+    assert [n for n, _ in generator.calls] == ([1, 0, 0] if collective else [1])

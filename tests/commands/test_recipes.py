@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from trl_sdar.testing import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE_DIR = ROOT / "recipes"
 ACCELERATE_DIR = RECIPE_DIR / "accelerate"
@@ -315,14 +317,6 @@ def launches(monkeypatch):
     return launch
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def check_launch(plan, config_path: str, script_argv: list[str], machine_rank: int = 0) -> None:
     """What accelerate is asked to start matches the config: processes, machines, rank, address, precision, GPUs."""
     config = load(ROOT / config_path)
@@ -339,7 +333,7 @@ def check_launch(plan, config_path: str, script_argv: list[str], machine_rank: i
 def _machine_args(config_path: str, machine_rank: int) -> list[str]:
     if load(ROOT / config_path)["num_machines"] == 1:
         return []
-    port = ["--main_process_port", str(_free_port())] if machine_rank == 0 else []  # rank 0 checks its port is free
+    port = ["--main_process_port", str(free_port())] if machine_rank == 0 else []  # rank 0 checks its port is free
     return ["--machine_rank", str(machine_rank), "--main_process_ip", MACHINE_0, *port]
 
 
@@ -377,7 +371,7 @@ def test_commands_in_server_recipe_headers_launch(launches, path):
     for argv in commands:
         argv = [{"$VLLM_HOST": VLLM_HOST, "$TRAIN0": MACHINE_0}.get(a, a) for a in argv]
         if "--machine_rank" in argv and argv[argv.index("--machine_rank") + 1] == "0":
-            argv += ["--main_process_port", str(_free_port())]  # the shipped port may be taken on a test machine
+            argv += ["--main_process_port", str(free_port())]  # the shipped port may be taken on a test machine
         script, training, *_ = parse_train_args([*argv, *CPU_OVERRIDES])
         assert training.vllm_mode == "server"
         config_path = load(ROOT / argv[argv.index("--config") + 1])["accelerate_config"]

@@ -25,6 +25,7 @@ from trl_sdar.method.prefix_scoring import (
     prefix_sharing_unsupported_reason,
     shared_prefix_logps,
 )
+from trl_sdar.testing import free_port
 
 TOL = 1e-5
 PAD = 0
@@ -236,7 +237,7 @@ def test_fsdp2_two_processes_with_different_prefix_groups_stay_in_step(tiny_mode
     def run(out, *flags):
         out.mkdir()
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-               str(_free_port()), str(worker), tiny_model_dir, str(out), *flags]  # fmt: skip
+               str(free_port()), str(worker), tiny_model_dir, str(out), *flags]  # fmt: skip
         return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
     result = run(tmp_path / "in_step")
@@ -245,14 +246,6 @@ def test_fsdp2_two_processes_with_different_prefix_groups_stay_in_step(tiny_mode
     assert ranks[0]["forwards"] == ranks[1]["forwards"] > 1
     assert all(r["max_error"] <= TOL for r in ranks), ranks  # the sharded shared pass = the plain unshared one
     assert run(tmp_path / "unsynced", "--no-sync").returncode != 0  # the worker's data does need the fix
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_models_with_sliding_window_or_linear_layers_are_reported(fused_model):

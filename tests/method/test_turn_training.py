@@ -157,3 +157,26 @@ def test_logged_zero_std_share_is_over_the_grpo_groups_of_turn_rows(tiny_model_d
     rows = output["advantages"][: len(scores)]
     moving = (rows.abs() > 1e-6).float().mean().item()  # rows with an outcome signal
     assert moving <= 1.0 - share + 1e-6 and (share < 1.0 or moving == 0.0)
+
+
+@pytest.mark.parametrize(
+    ("funcs", "weights"),
+    [
+        ("extra", None),  # a second reward function would be computed by TRL, then ignored by the turn advantages
+        ("own", None),  # a user's own function instead of env_reward
+        ("env", [2.0]),  # weights have nothing to weigh on turn rows
+    ],
+)
+def test_turn_unit_refuses_reward_functions_it_would_ignore(funcs, weights, tiny_model_dir, tmp_path):
+    def length_bonus(completions, **kwargs):
+        return [0.1 * len(c) for c in completions]
+
+    reward_funcs = {"extra": [env_reward, length_bonus], "own": [length_bonus], "env": [env_reward]}[funcs]
+    settings = RolloutSettings(rollout_unit="turn", max_turns=2, max_turn_tokens=8)
+    rollout = EnvRollout(ScriptedEnv.fake_alfworld, settings=settings)
+    config = SDARConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none", num_generations=2,
+                        per_device_train_batch_size=2, max_completion_length=8, reward_weights=weights)  # fmt: skip
+    with pytest.raises(ValueError, match="rollout_unit='turn' trains on the rollout's env_reward alone"):
+        SDARTrainer(AutoModelForCausalLM.from_pretrained(tiny_model_dir), reward_funcs, args=config,
+                    train_dataset=rollout.dataset(range(2)), rollout_func=rollout,
+                    processing_class=AutoTokenizer.from_pretrained(tiny_model_dir))  # fmt: skip

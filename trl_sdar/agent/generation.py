@@ -21,6 +21,8 @@ from typing import Protocol
 
 import torch
 
+from trl_sdar.method.teacher_sharding import COLLECTIVE_FORWARD, sharding_of
+
 
 @dataclass(frozen=True)
 class Generated:
@@ -65,6 +67,7 @@ def make_generator(trainer) -> HFGenerator | VLLMGenerator:
         repetition_penalty=args.repetition_penalty,
         generation_kwargs=args.generation_kwargs,
         cache_implementation=args.cache_implementation,
+        collective=sharding_of(trainer.accelerator) in COLLECTIVE_FORWARD,
     )
 
 
@@ -97,8 +100,12 @@ class HFGenerator:
         cache_implementation: str | None = None,
         reuse_cache: bool = True,
         model_context=None,
+        collective: bool = False,
     ):
         self.model = model
+        # ZeRO-3 / FSDP: every forward is a collective, so every process generates in step (`synced_gpus`) and one
+        # with nothing to generate still takes part in the others' generate call
+        self.collective = collective
         self._model_context = model_context  # entered by `with`: yields the model to generate with
         self.pad_token_id = tokenizer.pad_token_id
         eos = model.generation_config.eos_token_id
@@ -130,7 +137,12 @@ class HFGenerator:
     def generate(self, contexts: list[list[int]], max_new_tokens: int) -> list[Generated]:
         if not contexts:
             self.close()
+            if self.collective:  # the other processes' forwards are collectives: join them, keep nothing
+                self._generate([[self.pad_token_id]], max_new_tokens)
             return []
+        return self._generate(contexts, max_new_tokens)
+
+    def _generate(self, contexts: list[list[int]], max_new_tokens: int) -> list[Generated]:
         width = max(len(c) for c in contexts)
         device = next(self.model.parameters()).device
         ids = torch.full((len(contexts), width), self.pad_token_id, dtype=torch.long)  # (B, W), left-padded
@@ -147,7 +159,11 @@ class HFGenerator:
         config.return_dict_in_generate = True
         with _only_these_settings(self.model):
             out = self.model.generate(
-                input_ids=ids.to(device), attention_mask=mask.to(device), cache=cache, generation_config=config
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                cache=cache,
+                generation_config=config,
+                synced_gpus=True if self.collective else None,  # None: transformers decides, as before
             )
         results = [Generated(self._until_eos(row)) for row in out.sequences[:, width:].tolist()]
         if self.reuse_cache:

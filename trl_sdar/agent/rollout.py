@@ -172,7 +172,9 @@ class EnvRollout:
         budget = self.settings.max_episode_tokens or trainer.args.max_completion_length
         if self.rollout_unit == "turn":
             budget = min(self.settings.max_turn_tokens, trainer.args.max_completion_length)
-        sync = _any_active_fn(trainer.accelerator) if trainer.args.use_vllm else None
+        # vLLM (colocated) and sharded HF generation are collectives: every process plays the same number of turns
+        in_step = trainer.args.use_vllm or getattr(generator, "collective", False)
+        sync = _any_active_fn(trainer.accelerator) if in_step else None
         task_ids = [self.task_id_of(p) for p in prompts]
         turns = ChatTurns(tokenizer, getattr(trainer, "chat_template_kwargs", None))
         with generator:  # frees the KV caches, or puts vLLM back to sleep, once the episodes are played

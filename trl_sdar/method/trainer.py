@@ -50,6 +50,23 @@ class _EMATeacherCallback(TrainerCallback):
         self.teacher.ema_update()
 
 
+def _check_turn_rewards(reward_funcs, args: SDARConfig) -> None:
+    """Turn rows take their advantages from the rollout's per-episode `env_reward`; other reward functions or
+    weights would be computed and logged by TRL but never trained on: refuse them."""
+    funcs = reward_funcs if isinstance(reward_funcs, list) else [reward_funcs]
+    names = [getattr(f, "__name__", repr(f)) for f in funcs]
+    only_env_reward = (
+        len(funcs) == 1 and getattr(funcs[0], "__module__", "").startswith("trl_sdar.") and names == ["env_reward"]
+    )
+    if not only_env_reward or args.reward_weights is not None:
+        raise ValueError(
+            f"rollout_unit='turn' trains on the rollout's env_reward alone (the reference's turn-row advantages), so "
+            f"reward_funcs={names} with reward_weights={args.reward_weights} would be ignored. Pass "
+            "reward_funcs=[trl_sdar.env_reward] and no reward_weights, or use rollout_unit='episode' to combine "
+            "reward functions."
+        )
+
+
 class SDARTrainer(GRPOTrainer):
     r"""
     Trainer for SDAR (Self-Distilled Agentic Reinforcement Learning): `L = L_GRPO + λ · L_SDAR`, where the same model,
@@ -114,6 +131,8 @@ class SDARTrainer(GRPOTrainer):
         elif not isinstance(args, SDARConfig):
             kind = type(args).__name__ if isinstance(args, GRPOConfig) else repr(type(args))
             raise TypeError(f"SDARTrainer needs `args` to be a trl_sdar.SDARConfig, got {kind}; use SDARConfig.")
+        if getattr(rollout_func, "rollout_unit", "episode") == "turn":
+            _check_turn_rewards(reward_funcs, args)
         enable_compact_cpu_head()  # CPU: TRL's fused head scores only the completion tokens (see cpu_head.py)
         super().__init__(
             model,
