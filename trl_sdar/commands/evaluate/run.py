@@ -9,6 +9,7 @@ import time
 
 from trl_sdar.commands.errors import one_line_errors
 from trl_sdar.commands.manifests import load_manifest
+from trl_sdar.commands.output_paths import report_path
 from trl_sdar.envs import ENV_CLASSES
 
 
@@ -20,6 +21,11 @@ def _eval_setup(args: argparse.Namespace):
     env_name = manifest["env_name"] if manifest else args.env
     if env_name is None:
         raise ValueError("give --env or --manifest")
+    if manifest and args.env is not None and args.env != env_name:
+        raise ValueError(
+            f"--env {args.env} contradicts --manifest {args.manifest!r}, whose tasks are {env_name} tasks; drop "
+            f"--env (the manifest names its environment) or give a {args.env} manifest."
+        )
     if manifest and manifest["env_name"] not in ENV_CLASSES:
         raise ValueError(f"manifest env_name={manifest['env_name']!r} is not one of {sorted(ENV_CLASSES)}")
     if manifest:
@@ -55,6 +61,7 @@ def run_eval(args: argparse.Namespace) -> dict:
 def _run_eval(args: argparse.Namespace) -> dict:
     from trl_sdar.commands.evaluate.policy import evaluate_model, evaluate_policy, load_policy, summarize
 
+    output = report_path(args.output)  # checked before any episode runs (an existing folder gets eval_report.json)
     env_name, task_ids, factory = _eval_setup(args)
     start, who = time.perf_counter(), args.model or args.policy
 
@@ -93,8 +100,8 @@ def _run_eval(args: argparse.Namespace) -> dict:
     valid = f", valid format {report['valid_format_rate']:.3f}"
     print(f"{env_name} / {who}: success {report['success_rate']:.3f}{spread}, score {report['mean_score']:.3f}{valid} "
           f"over {len(task_ids)} tasks ({report['seconds']} s)")  # fmt: skip
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(report, indent=1))
-        print(f"report: {args.output}")
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(report, indent=1))
+        print(f"report: {output}")
     return report

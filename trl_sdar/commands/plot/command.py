@@ -7,6 +7,7 @@ from pathlib import Path
 
 from trl_sdar.commands.argtypes import smoothing
 from trl_sdar.commands.errors import one_line_errors
+from trl_sdar.commands.output_paths import check_output_folder
 
 HELP = "PNG figures of one run, or several runs overlaid"
 
@@ -25,6 +26,7 @@ def run_plot(args: argparse.Namespace) -> list[Path]:
     labels = args.labels.split(",") if args.labels else None
     output = args.output_dir or args.run_dirs[0] / "plots"
     with one_line_errors("plot"):
+        check_output_folder(output, "--output-dir")
         paths = plot_runs(args.run_dirs, output, labels=labels, smooth=args.smooth)
         summaries = [summarize_run(run) for run in args.run_dirs]
     for summary in summaries:

@@ -62,6 +62,7 @@ def parse_train_args(argv: list[str]):
     Before a hand-off to accelerate, the batch arithmetic is checked against the processes accelerate will start
     (GRPO's generation batch = per-device batch × processes × steps per generation), not against this one process.
     """
+    check_recipe_file(argv)
     parser = make_parser()
     with _world_size(launch_processes(argv)):
         script, training, model, config_rest, cli_rest = parser.parse_args_and_config(
@@ -112,6 +113,25 @@ def _read_mapping(path: str | None) -> dict:
     except (TypeError, OSError, yaml.YAMLError):
         return {}
     return loaded if isinstance(loaded, dict) else {}
+
+
+def check_recipe_file(argv: list[str]) -> None:
+    """The `--config` recipe exists and is a YAML mapping; else one line that names the file and the YAML error
+    (TrlParser would end in PyYAML's 50-line traceback)."""
+    import yaml
+
+    path = _last_flag(argv, "config")
+    if path is None:
+        return
+    if not os.path.isfile(path):
+        raise ValueError(f"--config {path!r} does not exist; expected a YAML recipe file.")
+    try:
+        with open(path) as f:
+            loaded = yaml.safe_load(f)
+    except yaml.YAMLError as error:
+        raise ValueError(f"--config {path} is not valid YAML ({' '.join(str(error).split())}).") from None
+    if not isinstance(loaded, dict):
+        raise ValueError(f"--config {path} must be a YAML mapping of keys to values, got {type(loaded).__name__}.")
 
 
 @contextmanager

@@ -129,8 +129,16 @@ def make_sft_parser():
 
 def parse_sft_args(argv: list[str]):
     """(warm-start arguments, SFTConfig, ModelConfig) from `sft` arguments (`--config recipe.yaml` and overrides)."""
+    from trl_sdar.commands.recipe.launch import check_recipe_file
+
+    check_recipe_file(argv)
     parser = make_sft_parser()
     warm, training, model, rest = parser.parse_args_and_config(argv, return_remaining_strings=True)
     if rest:
         raise ValueError(f"Unknown sft argument(s) {rest}; see `trl-sdar sft --help`.")
+    if training.max_steps == 0 or training.max_steps < -1:
+        raise ValueError(f"max_steps={training.max_steps} is not valid; expected -1 (train for num_train_epochs) or "
+                         "an integer >= 1.")  # fmt: skip
+    if not training.learning_rate >= 0:
+        raise ValueError(f"learning_rate={training.learning_rate!r} is not valid; expected a number >= 0.")
     return warm, training, model
