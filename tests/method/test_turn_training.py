@@ -1,5 +1,7 @@
 """SDARTrainer on turn rows: every baseline trains, and the loss is exact however the rows are split or padded."""
 
+import math
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -180,3 +182,53 @@ def test_turn_unit_refuses_reward_functions_it_would_ignore(funcs, weights, tiny
         SDARTrainer(AutoModelForCausalLM.from_pretrained(tiny_model_dir), reward_funcs, args=config,
                     train_dataset=rollout.dataset(range(2)), rollout_func=rollout,
                     processing_class=AutoTokenizer.from_pretrained(tiny_model_dir))  # fmt: skip
+
+
+def _split_small(trainer, inputs):
+    """A max_tokens_per_backward that makes `inputs` run as several passes."""
+    width = inputs["prompt_ids"].size(1) + inputs["completion_ids"].size(1)
+    trainer.args.max_tokens_per_backward = 2 * width
+    assert chunks_needed(inputs["prompt_ids"].size(0), width, 2 * width) > 1
+
+
+def test_adaptive_entropy_controller_steps_once_per_optimizer_step_with_split_passes(tiny_model_dir, tmp_path):
+    # entropy far below the target: the controller raises the coefficient by one delta per optimizer step
+    trainer = _trainer(tiny_model_dir, tmp_path, use_adaptive_entropy=True, entropy_coef=0.01,
+                       entropy_coef_delta=0.005, entropy_target=100.0, max_steps=1, gradient_accumulation_steps=1,
+                       max_tokens_per_backward=24)  # fmt: skip
+    trainer.train()
+    assert trainer.entropy_coef == pytest.approx(0.015)  # one step, one update (was 0.025 after a 3-pass step)
+    log = next(h for h in trainer.state.log_history if "loss" in h)
+    assert log["entropy_coef"] == pytest.approx(0.015)
+
+
+def test_split_passes_log_the_unsplit_policy_loss_once_per_micro_batch(tiny_model_dir, tmp_path):
+    trainer = _trainer(tiny_model_dir, tmp_path, loss_type="grpo", entropy_coef=0.01, beta=0.0)
+    inputs = _batch(trainer)
+    inputs["advantages"] = torch.linspace(0.2, 1.0, inputs["advantages"].size(0))  # a loss far from zero
+    trainer.model.zero_grad()
+    trainer.compute_loss(trainer.model, inputs)
+    whole = trainer._metrics["train"]["policy_loss"][:]
+    _split_small(trainer, inputs)
+    trainer.compute_loss(trainer.model, inputs)
+    split = trainer._metrics["train"]["policy_loss"][len(whole) :]
+    assert len(split) == 1  # one entry for the micro-batch, however many passes ran
+    assert abs(whole[-1]) > 1e-3 and split[0] == pytest.approx(whole[-1], rel=1e-5)
+
+
+def test_evaluation_with_split_passes_sums_the_passes_without_backward(tiny_model_dir, tmp_path):
+    trainer = _trainer(tiny_model_dir, tmp_path, loss_type="dapo", entropy_coef=0.01, beta=0.0)
+    inputs = _batch(trainer)
+    trainer.model.eval()
+    with torch.no_grad():
+        whole = trainer.compute_loss(trainer.model, inputs)
+        _split_small(trainer, inputs)
+        split = trainer.compute_loss(trainer.model, inputs)  # was: "element 0 of tensors does not require grad"
+    assert torch.allclose(split, whole, atol=1e-6)
+    assert all(p.grad is None or not p.grad.any() for p in trainer.model.parameters())
+
+
+def test_evaluate_runs_turn_rows_in_split_passes(tiny_model_dir, tmp_path):
+    trainer = _trainer(tiny_model_dir, tmp_path, max_tokens_per_backward=24, per_device_eval_batch_size=2)
+    metrics = trainer.evaluate(eval_dataset=trainer.train_dataset)
+    assert math.isfinite(metrics["eval_loss"]) and metrics["eval_turn/rows"] > 2

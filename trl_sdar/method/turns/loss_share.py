@@ -41,11 +41,15 @@ def applied_entropy_coef(trainer) -> float:
 
 def rescale_turn_rows(trainer, loss, inputs: dict, factor: float, entropies, entropy_coef: float):
     """TRL's loss of a chunk of turn rows → its exact share of the generation batch's loss: the policy part by
-    `factor`, the entropy bonus as a token mean over the whole batch."""
+    `factor`, the entropy bonus as a token mean over the whole batch.
+    Sets `trainer._policy_share`, the policy part alone (detached), for the split passes' `policy_loss` log."""
     if entropy_coef == 0.0:
+        trainer._policy_share = (factor * loss).detach()
         return factor * loss
     mask = trained_mask(inputs).to(entropies.dtype)
     accumulation = trainer.current_gradient_accumulation_steps if trainer.model.training else 1
     bonus = (entropies * mask).sum() / mask.sum().clamp(min=1.0) / accumulation  # exactly TRL's term
     entropy_factor = turn_factor(trainer, inputs, "bnpo")  # a token mean: the bnpo share of the batch
-    return factor * (loss + entropy_coef * bonus) - entropy_factor * entropy_coef * bonus
+    policy = factor * (loss + entropy_coef * bonus)
+    trainer._policy_share = policy.detach()
+    return policy - entropy_factor * entropy_coef * bonus

@@ -46,8 +46,13 @@ def slice_rows(inputs: dict, rows: slice, num_rows: int) -> dict:
 
 def backward_in_passes(trainer, compute_loss, model, inputs, return_outputs=False, num_items_in_batch=None):
     """`compute_loss` of a turn-row micro-batch run as several `max_tokens_per_backward`-bounded passes (the same
-    number on every process): all but the last are back-propagated here, the last is returned to the Trainer, which
-    back-propagates it as usual. The returned loss carries the earlier passes' values, detached, for logging."""
+    number on every process). Training: all but the last pass are back-propagated here, the last is returned to the
+    Trainer, which back-propagates it as usual. Evaluation (no gradient): the passes' losses are summed. The returned
+    loss carries the earlier passes' values, detached, for logging.
+
+    TRL's per-micro-batch bookkeeping happens once, as for an unsplit micro-batch: its adaptive entropy controller
+    steps on the last pass only (earlier passes add their entropy to its window), and `policy_loss` is logged once,
+    with the whole micro-batch's value."""
     from accelerate.utils import DistributedType
 
     accelerator = trainer.accelerator
@@ -56,13 +61,51 @@ def backward_in_passes(trainer, compute_loss, model, inputs, return_outputs=Fals
     local = chunks_needed(rows, width, trainer.args.max_tokens_per_backward)
     passes = int(accelerator.gather(torch.tensor([local], device=accelerator.device)).max().item())
     *earlier, last = chunk_slices(rows, passes)
-    done = None
-    for part in earlier:
-        loss = compute_loss(model, slice_rows(inputs, part, rows), return_outputs, num_items_in_batch)
-        if accelerator.distributed_type == DistributedType.DEEPSPEED:  # no optimizer step inside a pass
-            accelerator.deepspeed_engine_wrapped.backward(loss, sync_gradients=False, scale_wrt_gas=False)
-        else:
-            accelerator.backward(loss)
-        done = loss.detach() if done is None else done + loss.detach()
+    backward = torch.is_grad_enabled()  # False inside `prediction_step` (evaluation)
+    policy_log = trainer._metrics["train" if trainer.model.training else "eval"]["policy_loss"]
+    logged, shares, done = len(policy_log), [], None
+    trainer.accelerator = _WithinStep(accelerator)
+    try:
+        for part in earlier:
+            loss = compute_loss(model, slice_rows(inputs, part, rows), return_outputs, num_items_in_batch)
+            shares.append(trainer._policy_share)
+            if backward and accelerator.distributed_type == DistributedType.DEEPSPEED:  # no optimizer step yet
+                accelerator.deepspeed_engine_wrapped.backward(loss, sync_gradients=False, scale_wrt_gas=False)
+            elif backward:
+                accelerator.backward(loss)
+            done = loss.detach() if done is None else done + loss.detach()
+    finally:
+        trainer.accelerator = accelerator
     loss = compute_loss(model, slice_rows(inputs, last, rows), return_outputs, num_items_in_batch)
+    shares.append(trainer._policy_share)
+    if len(policy_log) > logged:  # TRL logs it (entropy bonus on): one entry per micro-batch, not one per pass
+        del policy_log[logged:]
+        policy_log.append(_whole_policy_loss(trainer, inputs, torch.stack(shares).sum()))
     return loss if done is None else loss + done
+
+
+class _WithinStep:
+    """The trainer's accelerator as TRL's loss sees it during all but the last pass: `sync_gradients` is False, so
+    the optimizer step's once-only work (the adaptive entropy controller's update, the `entropy_coef` log) waits for
+    the last pass. Everything else is the accelerator's own."""
+
+    sync_gradients = False
+
+    def __init__(self, accelerator):
+        self._accelerator = accelerator
+
+    def __getattr__(self, name):
+        return getattr(self._accelerator, name)
+
+
+def _whole_policy_loss(trainer, inputs: dict, share: torch.Tensor) -> float:
+    """TRL's `policy_loss` value for the unsplit micro-batch, from the passes' summed shares of the batch loss
+    (`loss_share.py`): share / the micro-batch's own share, times TRL's accumulation normaliser; averaged over the
+    processes as TRL averages it."""
+    from trl_sdar.method.turns.loss_share import turn_factor
+
+    whole = turn_factor(trainer, inputs)
+    accumulated = trainer.model.training and trainer.loss_type not in ("cispo", "dapo", "vespo")
+    normaliser = trainer.current_gradient_accumulation_steps if accumulated else 1
+    local = share * normaliser / whole if whole else torch.full_like(share, float("nan"))
+    return trainer.accelerator.gather(local.reshape(1)).nanmean().item()
