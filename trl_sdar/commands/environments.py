@@ -14,24 +14,52 @@ def env_kwargs(
     retriever_url: str | None = None,
     max_task_id: int = 0,
     questions_path: str | None = None,
+    task_order_seed: int | None = 0,
 ) -> dict:
-    """Constructor arguments of an environment from recipe / CLI values (`max_task_id`: highest id to be used)."""
+    """Constructor arguments of an environment from recipe / CLI values (`max_task_id`: highest id to be used).
+
+    `task_order_seed` applies to real data (ALFWorld's games, WebShop's goals, a Search-QA question file): task id i
+    names the i-th item of that seed's permutation of the whole split (None: file order; `envs.task_order`).
+    """
     real = source == "real"
     if env_name == "alfworld":
         from trl_sdar.envs.alfworld_games import DIFFICULTY_LEVELS
 
         kwargs = {"source": source, "difficulty": DIFFICULTY_LEVELS[difficulty]}
-        return {**kwargs, "data_dir": data_dir} if real else kwargs
+        return {**kwargs, "data_dir": data_dir, "task_order_seed": task_order_seed} if real else kwargs
     if env_name == "webshop":
         from trl_sdar.envs.webshop_catalog import BUILTIN_NUM_GOALS
 
-        return (
-            {"source": "real", "data_dir": data_dir}
-            if real
-            else {"num_goals": max(BUILTIN_NUM_GOALS, max_task_id + 1)}
-        )
+        if real:
+            return {"source": "real", "data_dir": data_dir, "task_order_seed": task_order_seed}
+        return {"num_goals": max(BUILTIN_NUM_GOALS, max_task_id + 1)}
     kwargs = {"retriever_url": retriever_url, "questions_path": questions_path}
+    if questions_path is not None:
+        kwargs["task_order_seed"] = task_order_seed
     return {**kwargs, "corpus_path": data_dir} if real else kwargs
+
+
+def training_env_kwargs(script: SDARScriptArguments) -> dict:
+    """The environment's constructor arguments for training on a recipe's tasks."""
+    return env_kwargs(
+        script.env_name,
+        source=script.env_source,
+        data_dir=script.env_data_dir,
+        difficulty=script.env_difficulty,
+        retriever_url=script.retriever_url,
+        questions_path=script.questions_path,
+        max_task_id=script.train_task_start + script.num_train_tasks - 1,
+        task_order_seed=script.task_order_seed,
+    )
+
+
+def training_tasks_record(script: SDARScriptArguments) -> dict:
+    """What names the training tasks, for the run's summary: the ids and, on real data, the permutation's seed."""
+    record = {"env_name": script.env_name, "env_source": script.env_source,
+              "task_ids": [script.train_task_start, script.train_task_start + script.num_train_tasks - 1]}  # fmt: skip
+    if "task_order_seed" in training_env_kwargs(script):
+        record["task_order_seed"] = script.task_order_seed
+    return record
 
 
 def build_skill_selector(script: SDARScriptArguments):
@@ -49,15 +77,7 @@ def build_env_rollout(script: SDARScriptArguments):
     from trl_sdar.agent.rollout import EnvRollout, RolloutSettings
     from trl_sdar.envs import make_env
 
-    kwargs = env_kwargs(
-        script.env_name,
-        source=script.env_source,
-        data_dir=script.env_data_dir,
-        difficulty=script.env_difficulty,
-        retriever_url=script.retriever_url,
-        questions_path=script.questions_path,
-        max_task_id=script.train_task_start + script.num_train_tasks - 1,
-    )
+    kwargs = training_env_kwargs(script)
     settings = RolloutSettings(
         max_turns=script.max_turns,
         max_turn_tokens=script.max_turn_tokens,
@@ -76,6 +96,11 @@ def build_env_rollout(script: SDARScriptArguments):
     )
     task_ids = range(script.train_task_start, script.train_task_start + script.num_train_tasks)
     dataset = rollout.dataset(task_ids, script.task_types)
+    record = training_tasks_record(script)
+    if "task_order_seed" in record:
+        order = "file order" if script.task_order_seed is None else f"task_order_seed={script.task_order_seed}"
+        print(f"[train] real {script.env_name} data: task ids {task_ids.start}..{task_ids.stop - 1} of the split "
+              f"in {order}", flush=True)  # fmt: skip
     if script.task_types:
         print(
             f"[train] task_types={script.task_types}: {len(dataset)} of the {len(task_ids)} training tasks "

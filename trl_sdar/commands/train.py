@@ -8,7 +8,7 @@ import json
 import os
 from pathlib import Path
 
-from trl_sdar.commands.environments import build_env_rollout
+from trl_sdar.commands.environments import build_env_rollout, training_tasks_record
 from trl_sdar.commands.errors import RecipeError, one_line_errors
 from trl_sdar.commands.output_paths import check_output_folder, interrupted_message, resolve_resume
 from trl_sdar.commands.recipe.args import SDARScriptArguments
@@ -88,6 +88,8 @@ def run_training(script: SDARScriptArguments, training_args, model_args) -> Path
         tokenizer.save_pretrained(str(output))
         (output / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
         summary = {"num_processes": trainer.accelerator.num_processes, "trainable_checksum_per_rank": checksums}
+        if script.env_name is not None:
+            summary["train_tasks"] = training_tasks_record(script)  # on real data: the permutation's seed
         (output / "train_summary.json").write_text(json.dumps(summary, indent=1))
         trainer.accelerator.print(f"Model saved to {output}; metrics in {output / 'log_history.json'}.")
     return output

@@ -22,6 +22,7 @@ import os
 import re
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from trl_sdar.envs.alfworld_games import (
     write_game_file,
 )
 from trl_sdar.envs.base import Observation, StepResult, Task
+from trl_sdar.envs.task_order import order_items
 
 WIN_REWARD = 10.0
 EXPERTS = ("recipe", "planner")
@@ -118,6 +120,25 @@ def list_real_games(root: str | os.PathLike, split: str) -> list[Path]:
     return games
 
 
+def pin_games(found: list[Path], games: Sequence[str], split: str) -> list[Path]:
+    """The playable games named by `games` (paths relative to json_2.1.1/<split>/, with or without the trailing
+    game.tw-pddl), in that order. Raises ValueError naming the ones the split does not have."""
+    by_name = {game_name(path): path for path in found}
+    names = [str(game).strip("/").removesuffix("/game.tw-pddl") for game in games]
+    missing = [name for name in names if name not in by_name]
+    if missing or not names:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise ValueError(f"games: {shown or 'an empty list'} is not among the {len(found)} playable games of "
+                         f"split {split!r}; expected folders like '<task_type>-<Object>-…/trial_T…'.")  # fmt: skip
+    return [by_name[name] for name in names]
+
+
+def game_name(path: str | os.PathLike) -> str:
+    """A game's name as `games` takes it: '<task folder>/<trial folder>' (its path relative to the split)."""
+    path = Path(path)
+    return f"{path.parent.parent.name}/{path.parent.name}"
+
+
 def _playable(path: Path) -> bool:
     folder = path.parent
     if "movable" in str(folder) or "Sliced" in str(folder) or not (folder / "traj_data.json").is_file():
@@ -139,7 +160,7 @@ def real_task(path: Path, task_id: int, split: str) -> Task:
         grammar = json.load(f)["grammar"]
     match = _GOAL_RE.search(grammar)
     instruction = json.loads(f'"{match.group(1)}"') if match else ""
-    info = {"gamefile": str(path), "source": "real", "split": split}
+    info = {"gamefile": str(path), "game": game_name(path), "source": "real", "split": split}
     return Task("alfworld", task_id, instruction, _traj_task_type(path.parent), info)
 
 
@@ -158,6 +179,11 @@ class AlfworldEnv:
         split: "train", "valid_seen" or "valid_unseen" (built-in: valid_seen draws new games on the training floor
             plans, valid_unseen games on the floor plans held out of training, as ALFWorld's splits do).
         data_dir: for source="real", the folder holding json_2.1.1/ (default: $ALFWORLD_DATA).
+        task_order_seed: for source="real", which game task id i names: None, the i-th game in sorted path order;
+            an integer, the i-th game of that seed's permutation of the whole split (`envs.task_order`).
+        games: for source="real", pin the tasks by path: task id i is the i-th of these game folders, given
+            relative to json_2.1.1/<split>/ ("pick_two_obj_and_place-Watch-None-Dresser-205/trial_T…"); every one
+            must be a playable game of the split. Evaluation manifests use it; overrides task_order_seed.
         difficulty: knobs of the generated worlds (ignored for source="real"); the default is the full floor plan.
         max_turns: default turn limit of the benchmark (the rollout enforces it).
         cache_dir: where generated game files are written (default: $TRL_SDAR_CACHE/alfworld or
@@ -181,6 +207,8 @@ class AlfworldEnv:
         max_turns: int = 50,
         cache_dir: str | os.PathLike | None = None,
         expert: str = "recipe",
+        task_order_seed: int | None = None,
+        games: Sequence[str] | None = None,
     ) -> None:
         if source not in ("builtin", "real"):
             raise ValueError(f"source must be 'builtin' or 'real', got {source!r}")
@@ -192,7 +220,13 @@ class AlfworldEnv:
         self.expert = expert
         self._goal: GoalSpec | None = None  # goal of the loaded game, read from its PDDL problem
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        self._real_games = list_real_games(real_data_root(data_dir), split) if source == "real" else None
+        if source == "builtin" and (task_order_seed is not None or games is not None):
+            raise ValueError("task_order_seed and games apply to source='real' (ALFWorld's released games) only.")
+        self._real_games = None
+        if source == "real":
+            found = list_real_games(real_data_root(data_dir), split)
+            pinned = games is not None
+            self._real_games = pin_games(found, games, split) if pinned else order_items(found, task_order_seed)
         self._engine: Any = None  # the wrapped TextWorld environment, created on the first reset
         self._loaded: str | None = None  # game file the engine holds
         self._state: Any = None  # last TextWorld GameState

@@ -24,6 +24,7 @@ from pathlib import Path
 from trl_sdar.envs.base import Observation, StepResult, Task
 from trl_sdar.envs.bm25 import BM25Index
 from trl_sdar.envs.search_kb import MULTI_HOP_SOURCES, Question, generate_kb, make_question
+from trl_sdar.envs.task_order import order_items
 
 DEFAULT_RETRIEVER_URL = "http://127.0.0.1:8000/retrieve"
 
@@ -144,10 +145,13 @@ def question_kind(question: str, data_source: str) -> str:
 
 
 def _question_text(row: dict) -> str:
-    if row.get("question"):
-        return str(row["question"]).strip()
-    prompt = row.get("prompt")  # Search-R1's parquet: [{"role": "user", "content": "... Question: q\n"}]
-    content = str(prompt[0]["content"]) if prompt is not None and len(prompt) else ""
+    """The question of a row: its `question` field; else SDAR's `extra_info.question` / `env_kwargs.question`; else
+    the last user message of `prompt` (Search-R1's "... Question: q", or SDAR's [system, user] chat)."""
+    for holder in (row, row.get("extra_info") or {}, row.get("env_kwargs") or {}):
+        if isinstance(holder, dict) and holder.get("question"):
+            return str(holder["question"]).strip()
+    users = [m for m in row.get("prompt") or () if isinstance(m, dict) and m.get("role") == "user"]
+    content = str(users[-1]["content"]) if users else ""
     return content.rsplit("Question:", 1)[-1].strip()
 
 
@@ -164,13 +168,21 @@ def _read_rows(file: Path) -> list[dict]:
     if file.suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        return pq.read_table(file).to_pylist()
+        names = set(pq.read_schema(file).names)
+        # only the columns a question is read from (the chat prompts are the slow part of a 170k-row file)
+        wanted = {"question", "golden_answers", "data_source"}
+        if "question" not in names:
+            wanted |= {"extra_info", "env_kwargs", "prompt"}
+        if "golden_answers" not in names:
+            wanted |= {"reward_model"}
+        return pq.read_table(file, columns=sorted(wanted & names)).to_pylist()
     return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
 
 
 def load_questions(path: str | Path) -> list[Question]:
     """Questions in Search-R1's formats: JSONL rows {"question", "golden_answers", "data_source"} (FlashRAG's
-    files) or its processed parquet (question / prompt, golden_answers / reward_model.ground_truth.target)."""
+    files) or its processed parquet (question / prompt, golden_answers / reward_model.ground_truth.target); and SDAR's
+    reprocessed parquet (prompt = [system, user], the question in extra_info / env_kwargs)."""
     file = Path(path).expanduser()
     if not file.is_file():
         raise FileNotFoundError(
@@ -211,6 +223,7 @@ class SearchQAEnv:
         questions_path: str | Path | None = None,
         retriever_protocol: str = "both",
         doc_format: str = "search_r1",
+        task_order_seed: int | None = None,
     ) -> None:
         if doc_format not in DOC_FORMATS:
             raise ValueError(f"doc_format must be one of {DOC_FORMATS}, got {doc_format!r}")
@@ -224,7 +237,10 @@ class SearchQAEnv:
         else:
             self.retriever = _local_retriever(seed, None if corpus_path is None else str(corpus_path))
         self._kb = generate_kb(seed) if questions_path is None else None
-        self._questions = None if questions_path is None else load_questions(questions_path)
+        if questions_path is None and task_order_seed is not None:
+            raise ValueError("task_order_seed applies to a question file (questions_path) only.")
+        self._questions = None if questions_path is None else order_items(load_questions(questions_path),
+                                                                           task_order_seed)  # fmt: skip
         self._question: Question | None = None
         self._searches = 0
         self._done = False

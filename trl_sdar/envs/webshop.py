@@ -20,6 +20,7 @@ from pathlib import Path
 
 from trl_sdar.envs.base import Observation, StepResult, Task
 from trl_sdar.envs.bm25 import BM25Index
+from trl_sdar.envs.task_order import order_items
 from trl_sdar.envs.webshop_catalog import (
     BUILTIN_NUM_GOALS,
     GOAL_SOURCES,
@@ -113,6 +114,7 @@ class WebShopEnv:
         type_match: str = "title_nouns",
         option_match: str = "exact",
         goals: str = "auto",
+        task_order_seed: int | None = None,
     ) -> None:
         if type_match not in TYPE_MATCHES:
             raise ValueError(f"type_match must be one of {TYPE_MATCHES}, got {type_match!r}")
@@ -121,7 +123,10 @@ class WebShopEnv:
         if goals not in GOAL_SOURCES:
             raise ValueError(f"goals must be one of {GOAL_SOURCES}, got {goals!r}")
         data = None if data_dir is None else str(data_dir)
+        if source != "real" and task_order_seed is not None:
+            raise ValueError("task_order_seed applies to source='real' (a WebShop checkout's goals) only.")
         self.catalog, self._index = _load(source, seed, num_goals, data, goals)
+        self._goals = order_items(self.catalog.goals, task_order_seed)
         self._by_asin = {p.asin: i for i, p in enumerate(self.catalog.products)}
         self.results_per_page = results_per_page
         self.max_results = max_results
@@ -132,7 +137,7 @@ class WebShopEnv:
 
     @property
     def num_tasks(self) -> int:
-        return len(self.catalog.goals)
+        return len(self._goals)
 
     def task(self, task_id: int) -> Task:
         goal = self._goal_of(task_id)
@@ -215,9 +220,9 @@ class WebShopEnv:
     # --- rendering ---------------------------------------------------------------------------------------------
 
     def _goal_of(self, task_id: int) -> Goal:
-        if not 0 <= task_id < len(self.catalog.goals):
-            raise ValueError(f"WebShop task_id must be in [0, {len(self.catalog.goals)}), got {task_id}.")
-        return self.catalog.goals[task_id]
+        if not 0 <= task_id < len(self._goals):
+            raise ValueError(f"WebShop task_id must be in [0, {len(self._goals)}), got {task_id}.")
+        return self._goals[task_id]
 
     def _product(self) -> Product:
         return self.catalog.products[self._state.item]

@@ -63,6 +63,9 @@ class SDARScriptArguments(ScriptArguments):
             Number of training tasks (task ids `train_task_start …`).
         train_task_start (`int`, *optional*, defaults to `128`):
             First training task id; the evaluation manifests use ids 0–127, so train and eval never overlap.
+        task_order_seed (`int` or `None`, *optional*, defaults to `0`):
+            Real data: task id i is the i-th game / goal / question of this seed's permutation of the whole split,
+            so the training ids sample every task type and source (`null`: file order, which is sorted by type).
         task_types (`list[str]` or `None`, *optional*):
             Train only on the tasks of these types among the ids above (ALFWorld: e.g. `["pick_and_place_simple"]`;
             WebShop: product categories; Search-QA: question kinds). `None`: every task. A type with no task
@@ -120,6 +123,7 @@ class SDARScriptArguments(ScriptArguments):
     questions_path: str | None = field(default=None, metadata={"help": "Search-QA question file (JSONL/parquet)."})
     num_train_tasks: int = field(default=512, metadata={"help": "Number of training tasks."})
     train_task_start: int = field(default=128, metadata={"help": "First training task id (eval uses 0..127)."})
+    task_order_seed: int | None = field(default=0, metadata={"help": "Real data: seed of the split's permutation."})
     task_types: list[str] | None = field(default=None, metadata={"help": "Train only on tasks of these types."})
     max_turns: int | None = field(default=None, metadata={"help": "Turn limit (default: the benchmark's)."})
     max_turn_tokens: int = field(default=512, metadata={"help": "Max new tokens per model turn."})
@@ -157,6 +161,6 @@ class SDARScriptArguments(ScriptArguments):
         if self.num_train_tasks < 1:
             raise ValueError(f"num_train_tasks={self.num_train_tasks} is not valid; expected >= 1.")
         check_at_least(self, {"train_task_start": 0, "max_turn_tokens": 1, "env_workers": 1, "skills_top_k": 1,
-                              "max_turns": 1})  # fmt: skip
+                              "max_turns": 1, "task_order_seed": 0})  # fmt: skip
         if not self.env_step_timeout > 0:
             raise ValueError(f"env_step_timeout={self.env_step_timeout!r} is not valid; expected seconds > 0.")
