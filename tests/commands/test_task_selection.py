@@ -21,13 +21,24 @@ def test_selection_keeps_the_ids_of_the_types_in_order():
     assert select_task_types(env, range(4), None) == [0, 1, 2, 3] == select_task_types(env, range(4), [])
 
 
-def test_a_type_absent_from_the_ids_is_an_error_naming_what_is_there():
+def test_a_misspelled_type_lists_the_valid_types():
     env = make_env("search_qa")
     with pytest.raises(ValueError) as error:
         select_task_types(env, range(3), ["single_hop", "comparisn"], field="task_types")
     message = str(error.value)
-    assert "task_types=['single_hop', 'comparisn']" in message and "type ['comparisn']" in message
+    assert "task_types=['single_hop', 'comparisn']: 'comparisn' is not a search_qa task type" in message
+    assert "did you mean 'comparison'?" in message
+    assert "valid types: ['comparison', 'multi_hop', 'single_hop']" in message
+
+
+def test_a_valid_type_absent_from_the_ids_says_where_it_first_occurs():
+    env = make_env("search_qa")
+    with pytest.raises(ValueError) as error:
+        select_task_types(env, range(3), ["single_hop", "comparison"], field="task_types")
+    message = str(error.value)
+    assert "['comparison'] is a valid search_qa task type with no task among the 3 task(s)" in message
     assert "ids 0..2" in message and "types present: ['multi_hop', 'single_hop']" in message
+    assert "the first such task is id 3: raise num_train_tasks" in message
 
 
 def test_training_dataset_holds_only_the_selected_types():
@@ -65,7 +76,7 @@ def test_eval_selects_the_types_then_takes_the_first_n(tmp_path):
 
 
 def test_eval_task_type_errors_are_one_line(tmp_path):
-    with pytest.raises(SystemExit, match=r"--task-types=\['cmparison'\]: no search_qa task of type"):
+    with pytest.raises(SystemExit, match=r"--task-types=\['cmparison'\]: 'cmparison' is not a search_qa task type"):
         main(["eval", "--policy", "expert", "--env", "search_qa", "--task-types", "cmparison"])
     with pytest.raises(SystemExit, match=r"more than the \d+ tasks of types \['comparison'\] of the manifest"):
         main(["eval", "--policy", "expert", "--manifest", "search_qa_builtin_eval128", "--task-types", "comparison",

@@ -7,17 +7,21 @@ it. Selection reads each task's `Task.task_type` (`env.task(task_id)`), so it wo
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Sequence
 
 from trl_sdar.envs.base import AgentEnv
 
+LOOK_FURTHER = 1024  # ids past the range scanned to tell a type outside the range from a misspelled one
+
 
 def select_task_types(env: AgentEnv, task_ids: Iterable[int], task_types: Sequence[str] | None,
-                      *, field: str = "task_types") -> list[int]:  # fmt: skip
+                      *, field: str = "task_types", widen: str = "raise num_train_tasks") -> list[int]:  # fmt: skip
     """The ids among `task_ids` whose task type is one of `task_types`, in their order (all of them if None/empty).
 
-    Raises ValueError naming `field` when a requested type has no task among the ids, with the types that do occur
-    there (a typo, or a type the id range misses), so a run never silently trains on fewer types than asked.
+    Raises ValueError naming `field` when a requested type has no task among the ids, and says which case it is: a
+    name that is no task type of the environment (with the valid ones and the closest), or a valid type that only
+    occurs past these ids (with the first id that has it, and `widen`: how the caller's user reaches it).
     """
     task_ids = list(task_ids)
     if not task_types:
@@ -26,8 +30,34 @@ def select_task_types(env: AgentEnv, task_ids: Iterable[int], task_types: Sequen
     present = sorted(set(types.values()))
     missing = [t for t in task_types if t not in present]
     if missing:
-        span = f"ids {min(task_ids)}..{max(task_ids)}" if task_ids else "no ids"
-        raise ValueError(f"{field}={list(task_types)!r}: no {env.name} task of type {missing} among the "
-                         f"{len(task_ids)} task(s) ({span}); types present: {present}.")  # fmt: skip
+        _raise_missing(env, task_ids, list(task_types), missing, present, field, widen)
     wanted = set(task_types)
     return [task_id for task_id in task_ids if types[task_id] in wanted]
+
+
+def _first_ids_past(env: AgentEnv, start: int) -> dict[str, int]:
+    """Each task type's first id in `start … start + LOOK_FURTHER` (fewer where the environment's tasks end)."""
+    first: dict[str, int] = {}
+    for task_id in range(start, start + LOOK_FURTHER):
+        try:
+            task_type = env.task(task_id).task_type
+        except (IndexError, KeyError, ValueError):  # past the last task of a finite task list
+            break
+        first.setdefault(task_type, task_id)
+    return first
+
+
+def _raise_missing(env, task_ids, task_types, missing, present, field, widen) -> None:
+    later = _first_ids_past(env, max(task_ids) + 1 if task_ids else 0)
+    known = sorted(set(present) | set(later))
+    unknown = [t for t in missing if t not in later]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], known, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"{field}={task_types!r}: {unknown[0]!r} is not a {env.name} task type{hint}; valid "
+                         f"types: {known}.")  # fmt: skip
+    span = f"ids {min(task_ids)}..{max(task_ids)}" if task_ids else "no ids"
+    first = min(later[t] for t in missing)
+    raise ValueError(f"{field}={task_types!r}: {missing} is a valid {env.name} task type with no task among the "
+                     f"{len(task_ids)} task(s) ({span}; types present: {present}); the first such task is id "
+                     f"{first}: {widen}.")  # fmt: skip

@@ -40,7 +40,8 @@ def _eval_setup(args: argparse.Namespace):
 
         env = make_env(env_name, **kwargs)
         try:
-            task_ids = select_task_types(env, task_ids, args.task_types, field="--task-types")
+            widen = "use a manifest that has such tasks" if manifest else "raise --num-tasks or move --task-start"
+            task_ids = select_task_types(env, task_ids, args.task_types, field="--task-types", widen=widen)
         finally:
             env.close()
     if manifest and args.num_tasks is not None:

@@ -64,7 +64,8 @@ def build_demonstrations(warm: WarmStartArguments, tokenizer, seed: int) -> tupl
     )  # fmt: skip
     env = make_env(warm.env_name, **kwargs)
     try:
-        task_ids = select_task_types(env, task_ids, warm.task_types)
+        widen = "move demo_task_start or give a demo_manifest"
+        task_ids = select_task_types(env, task_ids, warm.task_types, widen=widen)
         return render_demonstrations(env, tokenizer, task_ids, warm.num_demos, settings, skills=skills)
     finally:
         env.close()
