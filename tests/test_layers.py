@@ -16,7 +16,7 @@ ALLOWED = {
     "models": set(),
     "agent": {"method", "envs", "skills"},
     "skills": {"envs"},
-    "method": set(),
+    "method": {"models"},  # SDARTrainer takes the built-in model names (builtin:tiny, …) every command takes
     "envs": set(),
     "manifests": set(),
 }

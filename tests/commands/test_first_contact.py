@@ -91,3 +91,13 @@ def test_eval_output_under_a_file_is_refused_before_any_episode(tmp_path, monkey
 def test_eval_env_contradicting_the_manifest_is_refused():
     message = _error(["eval", "--env", "alfworld", "--manifest", "webshop_builtin_eval128", "--policy", "expert"])
     assert "--env alfworld contradicts --manifest 'webshop_builtin_eval128'" in message and "webshop" in message
+
+
+def test_train_from_an_adapter_folder_names_it_and_its_base(tmp_path):
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "builtin:tiny"}))
+    message = _error(["train", "--config", RECIPE, "--output_dir", str(tmp_path / "out"), "--model_name_or_path",
+                      str(adapter)])  # fmt: skip
+    assert "is a LoRA adapter folder" in message and "its base model is 'builtin:tiny'" in message
+    assert "model_type" not in message

@@ -52,7 +52,7 @@ def run_training(script: SDARScriptArguments, training_args, model_args) -> Path
 
     check_device(training_args)
     resume = check_run_outputs(training_args)
-    model_path = resolve_model_path(model_args.model_name_or_path)
+    model_path = resolve_model_path(model_args.model_name_or_path, full_model=True)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -36,6 +36,7 @@ from trl_sdar.method.teacher_sharding import COLLECTIVE_FORWARD, most_over_proce
 from trl_sdar.method.turns.batch import play_turn_rows, set_turn_advantages
 from trl_sdar.method.turns.loss_share import applied_entropy_coef, rescale_turn_rows, trained_mask, turn_factor
 from trl_sdar.method.turns.passes import backward_in_passes
+from trl_sdar.models import resolve_model_path
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +126,8 @@ class SDARTrainer(GRPOTrainer):
         environment_factory=None,
     ):
         # The parameter list is GRPOTrainer.__init__'s, in its order, so positional calls mean the same thing.
+        if isinstance(model, str) and model.startswith("builtin:"):
+            model = resolve_model_path(model)  # the project's offline models (builtin:tiny, …), as every command
         if args is None:
             model_name = model if isinstance(model, str) else get_config_model_id(model.config)
             args = SDARConfig(f"{model_name.split('/')[-1]}-SDAR")

@@ -112,7 +112,7 @@ def run_sft(warm: WarmStartArguments, training, model_args) -> Path:
     check_output_folder(training.output_dir, "output_dir")
     resume = resolve_resume(training.output_dir, training.resume_from_checkpoint)
     start = time.perf_counter()
-    model_path = resolve_model_path(model_args.model_name_or_path)
+    model_path = resolve_model_path(model_args.model_name_or_path, full_model=True)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
