@@ -147,6 +147,14 @@ class EnvRollout:
             self._skills_cache[task.task_id] = self.skills(task)
         return self._skills_cache[task.task_id]
 
+    def _turn_context(self, task: Task, prompt_text: str) -> str | None:
+        """A turn row's skills: skills that read the step prompt (`skills_rules: reference` on WebShop and Search-QA,
+        as the reference code selects) are chosen from that turn's prompt; the others are the task's."""
+        reads_prompt = getattr(self.skills, "reads_prompt", None)
+        if reads_prompt is None or self.student_sees_skills or not reads_prompt(self.env_name):
+            return self._context(task)
+        return self.skills.for_prompt(task, prompt_text)
+
     def task_id_of(self, prompt) -> int:
         content = prompt[-1]["content"] if isinstance(prompt, list) else prompt
         if content not in self._task_of_prompt:
@@ -395,6 +403,7 @@ class EnvRollout:
                 out["turn_valid"].append(record.valid)
                 for key, value in fields.items():
                     out[key].append(value)
+                out["privileged_context"][-1] = self._turn_context(e.task, record.prompt_text)
         rows = dict(out)
         if not with_logprobs:
             rows["logprobs"] = None

@@ -69,7 +69,7 @@ def build_skill_selector(script: SDARScriptArguments):
     from trl_sdar.skills import SkillSelector, load_builtin_skills, load_skill_library
 
     library = load_skill_library(script.skills_path) if script.skills_path else load_builtin_skills(script.env_name)
-    return SkillSelector(library, mode=script.skills, top_k=script.skills_top_k)
+    return SkillSelector(library, mode=script.skills, top_k=script.skills_top_k, rules=script.skills_rules)
 
 
 def build_env_rollout(script: SDARScriptArguments):

@@ -28,6 +28,7 @@ from typing import Literal, get_args
 
 from trl_sdar.envs.base import Task
 from trl_sdar.skills.library import GENERAL_SKILL, SkillLibrary, canonical_env_name, load_builtin_skills
+from trl_sdar.skills.reference_rules import check_skills_rules, reads_prompt, reference_skills
 from trl_sdar.skills.retrieval import BM25Retriever, EmbeddingRetriever, Retriever
 
 SelectionMode = Literal["rules", "all", "bm25", "embedding"]
@@ -181,12 +182,16 @@ class SkillSelector:
     mode: SelectionMode = "rules"
     top_k: int = 1
     embedding_model: str | None = None
+    rules: str = "project"  # mode "rules": "project" | "reference" | "reference_release" (`reference_rules`)
 
     def __post_init__(self) -> None:
         if self.mode not in SELECTION_MODES:
             raise ValueError(f"mode: unknown skill selection mode {self.mode!r}; expected one of {SELECTION_MODES}")
         if self.top_k < 1:
             raise ValueError(f"top_k: must be >= 1, got {self.top_k}")
+        check_skills_rules(self.rules)
+        if self.rules != "project" and self.mode != "rules":
+            raise ValueError(f"skills_rules={self.rules!r} applies to skills: rules, not skills: {self.mode!r}.")
 
     @classmethod
     def builtin(cls, env_name: str, mode: SelectionMode = "rules", top_k: int = 1) -> SkillSelector:
@@ -200,5 +205,20 @@ class SkillSelector:
             return None
         return build_retriever(self.library, self.mode, embedding_model=self.embedding_model)
 
+    def reads_prompt(self, env_name: str) -> bool:
+        """True when the skills depend on the step prompt: `for_prompt` then chooses them turn by turn."""
+        return reads_prompt(self.rules, env_name)
+
+    def for_prompt(self, task: Task, prompt_text: str) -> str:
+        """The skills text at one step whose (user) prompt is `prompt_text`; the same as `self(task)` for rules
+        that do not read the prompt."""
+        if self.rules == "project":
+            return self(task)
+        return render_skills(self.library, reference_skills(task, self.library, prompt_text, self.rules))
+
     def __call__(self, task: Task) -> str:
+        """The skills text of a task. Rules that read the step prompt read the instruction here; the `turn` rollout
+        calls `for_prompt` with each step's prompt instead."""
+        if self.rules != "project":
+            return self.for_prompt(task, task.instruction)
         return select_skills(task, self.library, self.mode, self.top_k, retriever=self.retriever)

@@ -13,6 +13,7 @@ from trl import ScriptArguments
 from trl_sdar.agent.parsing import PARSERS
 from trl_sdar.agent.rollout import ROLLOUT_UNITS
 from trl_sdar.method.turns.advantages import ADVANTAGE_SCOPES
+from trl_sdar.skills.reference_rules import SKILLS_RULES
 
 SKILL_MODES = ("rules", "all", "bm25", "embedding", "none")
 ENV_SOURCES = ("builtin", "real")
@@ -103,6 +104,11 @@ class SDARScriptArguments(ScriptArguments):
             context: with `sdar_coef > 0` nothing is distilled).
         skills_path (`str` or `None`, *optional*):
             A skill folder in the published format; default: the project's own bank for `env_name`.
+        skills_rules (`str`, *optional*, defaults to `"project"`):
+            With `skills: rules`, whose rules choose the task skill: `"project"` (this project's), `"reference"` (the
+            SDAR code after its 2026-06-22 fix: WebShop and Search-QA re-select at every step from the whole step
+            prompt) or `"reference_release"` (the code the paper ran: ALFWorld and WebShop teachers saw the general
+            skills only). See `trl_sdar.skills.reference_rules`.
         skills_top_k (`int`, *optional*, defaults to `1`):
             Sections retrieved besides the general skills (`"bm25"` / `"embedding"`).
         student_sees_skills (`bool`, *optional*, defaults to `False`):
@@ -136,6 +142,7 @@ class SDARScriptArguments(ScriptArguments):
     advantage_over: str = field(default="turns", metadata={"help": "turn unit: GRPO stats over turns | episodes."})
     skills: str = field(default="rules", metadata={"help": "rules | all | bm25 | embedding | none."})
     skills_path: str | None = field(default=None, metadata={"help": "Published-format skill folder to use."})
+    skills_rules: str = field(default="project", metadata={"help": "project | reference | reference_release."})
     skills_top_k: int = field(default=1, metadata={"help": "Retrieved sections for bm25/embedding selection."})
     student_sees_skills: bool = field(default=False, metadata={"help": "Skill-GRPO: skills in the student prompt."})
     reward_funcs: list[str] | None = field(default=None, metadata={"help": "Reward function import paths."})
@@ -149,6 +156,7 @@ class SDARScriptArguments(ScriptArguments):
             "env_source": ENV_SOURCES,
             "env_difficulty": DIFFICULTIES,
             "skills": SKILL_MODES,
+            "skills_rules": SKILLS_RULES,
             "rollout_unit": ROLLOUT_UNITS,
             "parser": PARSERS,
             "advantage_over": ADVANTAGE_SCOPES,
