@@ -232,3 +232,13 @@ def test_evaluate_runs_turn_rows_in_split_passes(tiny_model_dir, tmp_path):
     trainer = _trainer(tiny_model_dir, tmp_path, max_tokens_per_backward=24, per_device_eval_batch_size=2)
     metrics = trainer.evaluate(eval_dataset=trainer.train_dataset)
     assert math.isfinite(metrics["eval_loss"]) and metrics["eval_turn/rows"] > 2
+
+
+def test_split_passes_add_no_policy_loss_entry_when_trl_logs_none(tiny_model_dir, tmp_path):
+    trainer = _trainer(
+        tiny_model_dir, tmp_path, entropy_coef=0.0, beta=0.0
+    )  # no entropy bonus: TRL logs no policy_loss
+    inputs = _batch(trainer)
+    _split_small(trainer, inputs)
+    trainer.compute_loss(trainer.model, inputs)
+    assert "policy_loss" not in trainer._metrics["train"]  # an empty entry would be logged as None

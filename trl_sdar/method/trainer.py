@@ -19,6 +19,7 @@ from trl_sdar.method.checkpoint import load_training_state, save_training_state
 from trl_sdar.method.config import SDARConfig
 from trl_sdar.method.cpu_head import enable_compact_cpu_head
 from trl_sdar.method.finite_weights import check_finite_weights
+from trl_sdar.method.launch_check import check_launched_processes, warn_if_sharding_dropped
 from trl_sdar.method.losses import (
     aggregate_like_grpo,
     finite_only,
@@ -136,6 +137,7 @@ class SDARTrainer(GRPOTrainer):
             raise TypeError(f"SDARTrainer needs `args` to be a trl_sdar.SDARConfig, got {kind}; use SDARConfig.")
         if getattr(rollout_func, "rollout_unit", "episode") == "turn":
             _check_turn_rewards(reward_funcs, args)
+        check_launched_processes(args)  # N launched processes must train together, not N times alone
         enable_compact_cpu_head()  # CPU: TRL's fused head scores only the completion tokens (see cpu_head.py)
         super().__init__(
             model,
@@ -154,6 +156,7 @@ class SDARTrainer(GRPOTrainer):
             environment_factory,
         )
         self.add_callback(MetricsJSONLCallback())  # <output_dir>/metrics.jsonl, appended as logged
+        warn_if_sharding_dropped(self.accelerator)
         if self._turn_rows and args.max_tokens_per_backward is None:
             logger.warning(
                 "rollout_unit='turn' with max_tokens_per_backward=None: a micro-batch holds one row per turn of its "

@@ -62,8 +62,8 @@ def backward_in_passes(trainer, compute_loss, model, inputs, return_outputs=Fals
     passes = int(accelerator.gather(torch.tensor([local], device=accelerator.device)).max().item())
     *earlier, last = chunk_slices(rows, passes)
     backward = torch.is_grad_enabled()  # False inside `prediction_step` (evaluation)
-    policy_log = trainer._metrics["train" if trainer.model.training else "eval"]["policy_loss"]
-    logged, shares, done = len(policy_log), [], None
+    metrics = trainer._metrics["train" if trainer.model.training else "eval"]
+    logged, shares, done = len(metrics.get("policy_loss", ())), [], None  # (reading, not adding, the key)
     trainer.accelerator = _WithinStep(accelerator)
     try:
         for part in earlier:
@@ -78,9 +78,9 @@ def backward_in_passes(trainer, compute_loss, model, inputs, return_outputs=Fals
         trainer.accelerator = accelerator
     loss = compute_loss(model, slice_rows(inputs, last, rows), return_outputs, num_items_in_batch)
     shares.append(trainer._policy_share)
-    if len(policy_log) > logged:  # TRL logs it (entropy bonus on): one entry per micro-batch, not one per pass
-        del policy_log[logged:]
-        policy_log.append(_whole_policy_loss(trainer, inputs, torch.stack(shares).sum()))
+    if len(metrics.get("policy_loss", ())) > logged:  # TRL logs it (entropy bonus on): once per micro-batch
+        del metrics["policy_loss"][logged:]
+        metrics["policy_loss"].append(_whole_policy_loss(trainer, inputs, torch.stack(shares).sum()))
     return loss if done is None else loss + done
 
 
