@@ -15,7 +15,7 @@ class NonFiniteWeightsError(RuntimeError):
     """The model's weights hold NaN or inf; nothing was saved."""
 
 
-def _local_tensor(param: torch.Tensor) -> torch.Tensor:
+def local_part(param: torch.Tensor) -> torch.Tensor:
     """This process's share of a parameter: the shard under DeepSpeed ZeRO-3 or FSDP2, else the tensor itself."""
     shard = getattr(param, "ds_tensor", None)  # DeepSpeed ZeRO-3 keeps an empty placeholder in `param`
     if shard is not None:
@@ -29,7 +29,7 @@ def nonfinite_parameters(model: torch.nn.Module) -> list[str]:
     return [
         name
         for name, param in model.named_parameters()
-        if not bool(torch.isfinite(_local_tensor(param).detach()).all())
+        if not bool(torch.isfinite(local_part(param).detach()).all())
     ]
 
 

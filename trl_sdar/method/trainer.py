@@ -30,6 +30,7 @@ from trl_sdar.method.losses import (
     skill_sd_per_token_loss,
 )
 from trl_sdar.method.metrics_log import MetricsJSONLCallback
+from trl_sdar.method.nonfinite_steps import SkipNonFiniteSteps
 from trl_sdar.method.prefix_scoring import prefix_sharing_unsupported_reason, shared_prefix_logps
 from trl_sdar.method.sdar_metrics import log_context_metrics, log_gate_metrics
 from trl_sdar.method.teacher import ContextTokenizer, Teacher, build_teacher_prompts, prompt_bos_token_id
@@ -156,6 +157,7 @@ class SDARTrainer(GRPOTrainer):
             environment_factory,
         )
         self.add_callback(MetricsJSONLCallback())  # <output_dir>/metrics.jsonl, appended as logged
+        self.add_callback(SkipNonFiniteSteps(self))  # a NaN/inf gradient skips the optimizer step
         warn_if_sharding_dropped(self.accelerator)
         if self._turn_rows and args.max_tokens_per_backward is None:
             logger.warning(
@@ -339,7 +341,8 @@ class SDARTrainer(GRPOTrainer):
             loss = rescale_turn_rows(self, loss, inputs, factor, entropies, entropy_coef)
         if self.teacher is None:
             return loss
-        loss = self.args.rl_loss_coef * loss
+        # rl_loss_coef 0 (OPSD) leaves the GRPO term out entirely: 0 * NaN would still be NaN
+        loss = self.args.rl_loss_coef * loss if self.args.rl_loss_coef != 0 else torch.zeros_like(loss.detach())
         teacher_logps = inputs.get("teacher_per_token_logps")
         if teacher_logps is None:
             teacher_logps = self._teacher_logps(inputs)
