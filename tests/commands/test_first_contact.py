@@ -101,3 +101,35 @@ def test_train_from_an_adapter_folder_names_it_and_its_base(tmp_path):
                       str(adapter)])  # fmt: skip
     assert "is a LoRA adapter folder" in message and "its base model is 'builtin:tiny'" in message
     assert "model_type" not in message
+
+
+@pytest.mark.parametrize("command", ["train", "sft"])
+def test_quickstart_recipes_parse_without_the_checkpointing_future_warning(command, recwarn):
+    import warnings
+
+    from trl_sdar.commands.recipe.launch import parse_train_args
+    from trl_sdar.commands.sft.args import parse_sft_args
+
+    recipe = f"recipes/quickstart/{'sdar' if command == 'train' else 'sft'}_smollm2_alfworld_cpu.yaml"
+    parse = parse_train_args if command == "train" else parse_sft_args
+    warnings.simplefilter("always")
+    training = parse(["--config", recipe])[1]
+    assert training.activation_checkpointing is False and training.gradient_checkpointing is False
+    training = parse(["--config", recipe, "--gradient_checkpointing", "true"])[1]
+    assert training.activation_checkpointing is True  # the recipe's value under the new name
+    deprecations = [str(w.message) for w in recwarn if "checkpointing" in str(w.message)]
+    assert deprecations == []
+
+
+def test_turn_unit_training_recipes_bound_the_tokens_per_backward():
+    import yaml
+
+    unbounded = []
+    for path in sorted(Path("recipes").rglob("*.yaml")):
+        recipe = yaml.safe_load(path.read_text())
+        rl_turn_rows = (
+            isinstance(recipe, dict) and recipe.get("rollout_unit") == "turn" and "num_generations" in recipe
+        )
+        if rl_turn_rows and recipe.get("max_tokens_per_backward") is None:
+            unbounded.append(str(path))  # SDARTrainer would warn that memory grows with episode length
+    assert unbounded == []

@@ -27,6 +27,14 @@ def _check_finite(config) -> None:
             raise ValueError(f"SDARConfig.{f.name}={value!r} is not valid; expected a finite number.")
 
 
+def adopt_activation_checkpointing(config) -> None:
+    """Carry `gradient_checkpointing` over to transformers' new name `activation_checkpointing` (where the installed
+    transformers has it) before `TrainingArguments.__post_init__`, which warns (FutureWarning) for every config that
+    sets only the old name: TRL's configs do by default, and recipes written for TRL do."""
+    if getattr(config, "activation_checkpointing", False) is None and config.gradient_checkpointing is not None:
+        config.activation_checkpointing = config.gradient_checkpointing
+
+
 def _check_counts(config) -> None:
     """Values that GRPOConfig divides by or that the Trainer reads another way than written (checked before
     GRPOConfig's own checks, which would fail with a ZeroDivisionError)."""
@@ -168,6 +176,7 @@ class SDARConfig(GRPOConfig):
     def __post_init__(self):
         _check_finite(self)
         _check_counts(self)
+        adopt_activation_checkpointing(self)
         super().__post_init__()
         if not self.sdar_coef >= 0.0:
             raise ValueError(f"SDARConfig.sdar_coef={self.sdar_coef!r} is not valid; expected a number >= 0.")

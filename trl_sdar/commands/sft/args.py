@@ -120,11 +120,21 @@ class WarmStartArguments:
 def make_sft_parser():
     from trl import ModelConfig, SFTConfig, TrlParser
 
+    from trl_sdar.method.config import adopt_activation_checkpointing
+
     class RecipeParser(TrlParser):
         def error(self, message: str):
             raise ValueError(message)
 
-    return RecipeParser((WarmStartArguments, SFTConfig, ModelConfig), prog="trl-sdar sft")
+    @dataclass
+    class WarmStartSFTConfig(SFTConfig):
+        """TRL's `SFTConfig`, with its checkpointing flag under transformers' current name (no FutureWarning)."""
+
+        def __post_init__(self):
+            adopt_activation_checkpointing(self)
+            super().__post_init__()
+
+    return RecipeParser((WarmStartArguments, WarmStartSFTConfig, ModelConfig), prog="trl-sdar sft")
 
 
 def parse_sft_args(argv: list[str]):
