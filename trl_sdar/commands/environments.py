@@ -40,8 +40,8 @@ def env_kwargs(
 
 
 def training_env_kwargs(script: SDARScriptArguments) -> dict:
-    """The environment's constructor arguments for training on a recipe's tasks."""
-    return env_kwargs(
+    """The environment's constructor arguments for training on a recipe's tasks (`env_options` last)."""
+    kwargs = env_kwargs(
         script.env_name,
         source=script.env_source,
         data_dir=script.env_data_dir,
@@ -51,6 +51,25 @@ def training_env_kwargs(script: SDARScriptArguments) -> dict:
         max_task_id=script.train_task_start + script.num_train_tasks - 1,
         task_order_seed=script.task_order_seed,
     )
+    options = script.env_options or {}
+    if options:
+        check_env_options(script.env_name, options)
+    return {**kwargs, **options}
+
+
+def check_env_options(env_name: str, options: dict) -> None:
+    """One line naming the `env_options` keys the environment's constructor does not take, and the ones it does."""
+    import inspect
+    from importlib import import_module
+
+    from trl_sdar.envs import ENV_CLASSES
+
+    module, cls = ENV_CLASSES[env_name]
+    valid = [p for p in inspect.signature(getattr(import_module(module), cls)).parameters if p != "self"]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(f"env_options={options!r}: {unknown} is no argument of the {env_name} environment; "
+                         f"valid: {valid}.")  # fmt: skip
 
 
 def training_tasks_record(script: SDARScriptArguments) -> dict:

@@ -30,13 +30,15 @@ def tokenize(texts: Sequence[str]) -> list[list[str]]:
 
 
 class BM25Index:
-    """BM25 (bm25s defaults: Lucene variant, k1=1.5, b=0.75) over a fixed list of texts."""
+    """BM25 (bm25s's Lucene variant; k1=1.5, b=0.75 unless given; Pyserini's Lucene searcher uses 0.9, 0.4) over a
+    fixed list of texts."""
 
-    def __init__(self, texts: Sequence[str]) -> None:
+    def __init__(self, texts: Sequence[str], k1: float = 1.5, b: float = 0.75) -> None:
         if not texts:
             raise ValueError("BM25Index needs at least one text to index.")
         self._num_docs = len(texts)
-        self._retriever = bm25s.BM25()
+        self.k1, self.b = k1, b
+        self._retriever = bm25s.BM25(k1=k1, b=b)
         self._retriever.index(tokenize(texts), show_progress=False)
 
     def __len__(self) -> int:

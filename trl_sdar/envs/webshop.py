@@ -29,7 +29,7 @@ from trl_sdar.envs.webshop_catalog import (
     Product,
     generate_catalog,
 )
-from trl_sdar.envs.webshop_data import load_webshop_catalog
+from trl_sdar.envs.webshop_data import CATALOGS, load_webshop_catalog
 from trl_sdar.envs.webshop_reward import (  # noqa: F401 (re-exported: the reward is part of this env's API)
     OPTION_MATCHES,
     TYPE_MATCHES,
@@ -74,18 +74,41 @@ def _sep(*parts: object) -> str:
     return " [SEP] ".join(str(p) for p in parts)
 
 
+SEARCHES = ("webshop", "all_bullets")
+# Settings that differ between the generated catalog and real data: real data defaults to SDAR's WebShop setup.
+GENERATED_DEFAULTS = {"option_match": "exact", "search": "all_bullets"}
+REAL_DEFAULTS = {"goals": "synthetic", "catalog": "small", "option_match": "fuzzy", "search": "webshop"}
+
+
+def webshop_document(product: Product) -> str:
+    """WebShop's search document (`search_engine/convert_product_file_format.py`): title, description, the first
+    bullet point and "name: v1, v2, and name: …" of the options, lower-cased."""
+    options = ", and ".join(f"{name}: {', '.join(values)}" for name, values in product.options)
+    return " ".join((product.title, product.description, *product.features[:1], options)).lower()
+
+
+def search_index(products: tuple[Product, ...], search: str) -> BM25Index:
+    """The product search: `search="webshop"`, WebShop's documents under Lucene's BM25 (Pyserini's defaults k1=0.9,
+    b=0.4); `"all_bullets"`, title, description and every bullet point, k1=1.5, b=0.75."""
+    if search == "webshop":
+        return BM25Index([webshop_document(p) for p in products], k1=0.9, b=0.4)
+    return BM25Index([p.search_text() for p in products])
+
+
 @lru_cache(maxsize=4)
-def _load(source: str, seed: int, num_goals: int, data_dir: str | None, goals: str) -> tuple[Catalog, BM25Index]:
+def _load(
+    source: str, seed: int, num_goals: int, data_dir: str | None, goals: str, catalog: str, search: str
+) -> tuple[Catalog, BM25Index]:
     """Catalog and search index, shared by all env instances of one configuration (the rollout makes many)."""
     if source == "generated":
-        catalog = generate_catalog(seed, num_goals)
+        products = generate_catalog(seed, num_goals)
     elif source == "real":
         if data_dir is None:
             raise ValueError("WebShopEnv(source='real') needs data_dir: the data/ folder of a WebShop checkout.")
-        catalog = load_webshop_catalog(data_dir, seed, goals)
+        products = load_webshop_catalog(data_dir, seed, goals, catalog)
     else:
         raise ValueError(f"WebShopEnv source must be 'generated' or 'real', got {source!r}.")
-    return catalog, BM25Index([p.search_text() for p in catalog.products])
+    return products, search_index(products.products, search)
 
 
 class WebShopEnv:
@@ -94,8 +117,11 @@ class WebShopEnv:
     The page machine is WebShop's text environment (`WebAgentTextEnv`, simple text mode): `search[...]` works from
     every page, results pages always offer "Next >", option clicks only re-render the item page, and an action that
     is not valid on the page does nothing (same page, no message). Switches for the reward:
-    type_match ("title_nouns": WebShop's; "query_words") and option_match ("exact", default: normalised equality
-    so that hard negatives such as "xx-large" for "x-large" stay wrong; "fuzzy": WebShop's token-set > 85).
+    type_match ("title_nouns": WebShop's; "query_words") and option_match ("exact": normalised equality so that
+    hard negatives such as "xx-large" for "x-large" stay wrong, the generated catalog's default; "fuzzy": WebShop's
+    token-set > 85, real data's default). Real data defaults to SDAR's setup (`REAL_DEFAULTS`): synthetic goals,
+    the 1,000-product catalogue, fuzzy options and WebShop's search documents with Lucene's BM25 (`search_index`).
+    Every `None` below takes the default of the source.
     """
 
     name = "webshop"
@@ -112,20 +138,27 @@ class WebShopEnv:
         results_per_page: int = 10,
         max_results: int = 50,
         type_match: str = "title_nouns",
-        option_match: str = "exact",
-        goals: str = "auto",
+        option_match: str | None = None,
+        goals: str | None = None,
         task_order_seed: int | None = None,
+        catalog: str | None = None,
+        search: str | None = None,
     ) -> None:
-        if type_match not in TYPE_MATCHES:
-            raise ValueError(f"type_match must be one of {TYPE_MATCHES}, got {type_match!r}")
-        if option_match not in OPTION_MATCHES:
-            raise ValueError(f"option_match must be one of {OPTION_MATCHES}, got {option_match!r}")
-        if goals not in GOAL_SOURCES:
-            raise ValueError(f"goals must be one of {GOAL_SOURCES}, got {goals!r}")
+        real_only = {"goals": goals, "catalog": catalog, "task_order_seed": task_order_seed}
+        given = [name for name, value in real_only.items() if value is not None]
+        if source != "real" and given:
+            raise ValueError(f"{given[0]} applies to source='real' (a WebShop checkout's data) only.")
+        defaults = REAL_DEFAULTS if source == "real" else GENERATED_DEFAULTS
+        option_match = option_match or defaults["option_match"]
+        self.search = search or defaults["search"]
+        goals, catalog = goals or REAL_DEFAULTS["goals"], catalog or REAL_DEFAULTS["catalog"]
+        for name, value, valid in (("type_match", type_match, TYPE_MATCHES), ("option_match", option_match,
+                                   OPTION_MATCHES), ("goals", goals, GOAL_SOURCES), ("catalog", catalog, CATALOGS),
+                                   ("search", self.search, SEARCHES)):  # fmt: skip
+            if value not in valid:
+                raise ValueError(f"{name} must be one of {valid}, got {value!r}")
         data = None if data_dir is None else str(data_dir)
-        if source != "real" and task_order_seed is not None:
-            raise ValueError("task_order_seed applies to source='real' (a WebShop checkout's goals) only.")
-        self.catalog, self._index = _load(source, seed, num_goals, data, goals)
+        self.catalog, self._index = _load(source, seed, num_goals, data, goals, catalog, self.search)
         self._goals = order_items(self.catalog.goals, task_order_seed)
         self._by_asin = {p.asin: i for i, p in enumerate(self.catalog.products)}
         self.results_per_page = results_per_page

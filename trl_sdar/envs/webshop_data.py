@@ -140,26 +140,35 @@ def synthetic_goals(attributes: dict, by_asin: dict[str, Product], seed: int) ->
     return goals
 
 
-def load_webshop_catalog(data_dir: str | Path, seed: int = 0, goals: str = "auto") -> Catalog:
+CATALOGS = ("small", "full")
+
+
+def load_webshop_catalog(
+    data_dir: str | Path, seed: int = 0, goals: str = "synthetic", catalog: str = "small"
+) -> Catalog:
     """Read products and goals from the data folder of a WebShop checkout (or the checkout root).
 
-    Products: `items_shuffle*.json` (a list of scraped items), their attributes and synthetic instructions:
-    `items_ins_v2*.json`. Goals (`goals`): "human" from `items_human_ins*.json`, "synthetic" from the synthetic
-    instructions, "auto" human when that file exists. WebShop draws budgets and range prices from one global RNG;
-    here they are drawn per goal / product from seeded RNGs, so a goal id always means the same goal.
+    Products (`catalog`): "small", `items_shuffle_1000.json` with `items_ins_v2_1000.json` (WebShop's default files,
+    the 1,000 products SDAR's runs use); "full", `items_shuffle.json` with `items_ins_v2.json`. Goals (`goals`):
+    "synthetic" from the attribute file's generated instructions (SDAR's `human_goals: False`), "human" from
+    `items_human_ins*.json`, "auto" human when that file exists. WebShop draws budgets and range prices from one
+    global RNG; here they are drawn per goal / product from seeded RNGs, so a goal id always means the same goal.
     """
     if goals not in GOAL_SOURCES:
         raise ValueError(f"goals must be one of {GOAL_SOURCES}, got {goals!r}")
+    if catalog not in CATALOGS:
+        raise ValueError(f"catalog must be one of {CATALOGS}, got {catalog!r}")
     folder = Path(data_dir).expanduser()
-    product_file = _find(folder, "items_shuffle*.json")
-    attr_file = _find(folder, "items_ins_v2*.json")
+    suffix = "_1000" if catalog == "small" else ""
+    product_file = _find(folder, f"items_shuffle{suffix}.json")
+    attr_file = _find(folder, f"items_ins_v2{suffix}.json")
     human_file = _find(folder, "items_human_ins*.json")
     use_human = goals == "human" or (goals == "auto" and human_file is not None)
     if product_file is None or (human_file if use_human else attr_file) is None:
         raise FileNotFoundError(
-            f"WebShop data not found under {folder}: expected items_shuffle*.json (products) and "
-            "items_human_ins*.json (human goals) or items_ins_v2*.json (attributes, synthetic goals), as in the "
-            "data/ folder of a WebShop checkout after its setup script has downloaded them."
+            f"WebShop data not found under {folder}: expected items_shuffle{suffix}.json (products, catalog="
+            f"{catalog!r}) and items_human_ins*.json (human goals) or items_ins_v2{suffix}.json (attributes, "
+            "synthetic goals), as in the data/ folder of a WebShop checkout after its setup script downloaded them."
         )
     attributes = json.loads(attr_file.read_text()) if attr_file else {}
     products = tuple(_real_product(raw, attributes, seed) for raw in json.loads(product_file.read_text()))

@@ -6,6 +6,7 @@ A recipe (flat YAML, like `trl grpo`'s) mixes the three: `trl-sdar train --confi
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 from trl import ScriptArguments
@@ -64,6 +65,10 @@ class SDARScriptArguments(ScriptArguments):
             Number of training tasks (task ids `train_task_start …`).
         train_task_start (`int`, *optional*, defaults to `128`):
             First training task id; the evaluation manifests use ids 0–127, so train and eval never overlap.
+        env_options (`dict` or `None`, *optional*):
+            Further constructor arguments of the environment, e.g. WebShop's `{"goals": "human", "catalog": "full",
+            "option_match": "exact", "search": "all_bullets"}` or Search-QA's `{"doc_format": "sdar_json"}` (see
+            docs/environments.md); a JSON string on the command line.
         task_order_seed (`int` or `None`, *optional*, defaults to `0`):
             Real data: task id i is the i-th game / goal / question of this seed's permutation of the whole split,
             so the training ids sample every task type and source (`null`: file order, which is sorted by type).
@@ -129,6 +134,7 @@ class SDARScriptArguments(ScriptArguments):
     questions_path: str | None = field(default=None, metadata={"help": "Search-QA question file (JSONL/parquet)."})
     num_train_tasks: int = field(default=512, metadata={"help": "Number of training tasks."})
     train_task_start: int = field(default=128, metadata={"help": "First training task id (eval uses 0..127)."})
+    env_options: dict | str | None = field(default=None, metadata={"help": "More environment arguments (JSON)."})
     task_order_seed: int | None = field(default=0, metadata={"help": "Real data: seed of the split's permutation."})
     task_types: list[str] | None = field(default=None, metadata={"help": "Train only on tasks of these types."})
     max_turns: int | None = field(default=None, metadata={"help": "Turn limit (default: the benchmark's)."})
@@ -161,6 +167,14 @@ class SDARScriptArguments(ScriptArguments):
             "parser": PARSERS,
             "advantage_over": ADVANTAGE_SCOPES,
         })  # fmt: skip
+        if isinstance(self.env_options, str):  # `--env_options '{"goals": "human"}'` on the command line
+            try:
+                self.env_options = json.loads(self.env_options)
+            except json.JSONDecodeError as err:
+                message = f"env_options={self.env_options!r} is not valid; expected a JSON object ({err})."
+                raise ValueError(message) from None
+        if self.env_options is not None and not isinstance(self.env_options, dict):
+            raise ValueError(f"env_options={self.env_options!r} is not valid; expected a mapping of argument names.")
         if self.env_name is not None and self.env_name not in ENV_CLASSES:
             valid = sorted(ENV_CLASSES)
             raise ValueError(f"env_name={self.env_name!r} is not valid; expected one of {valid} or null.")
