@@ -356,6 +356,7 @@ def test_trainer_teacher_logps_shared_equal_unshared_for_every_kind(tiny_model_d
             "teacher_prompt_mask": mask,
             "completion_ids": completion,
             "completion_mask": completion_mask,
+            "sdar_row_mask": torch.ones(ids.size(0)),  # every row has a context
         }
         shared = trainer._teacher_logps(inputs, batch_size=2)
         trainer._share_teacher_prefix = False

@@ -304,3 +304,44 @@ def test_rlsd_reshapes_advantages_per_token_at_rollout(tiny_model_dir, tmp_path)
                                                          - student[rows][:, 0])), 0.8, 1.2))  # fmt: skip
     expected = rlsd_advantages(base, inputs["teacher_per_token_logps"][rows], student[rows], lam=0.5)
     assert torch.allclose(advantages[rows], expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("share", [False, True])
+def test_teacher_scores_only_rows_with_a_context(tiny_model_dir, tmp_path, share):
+    trainer = _trainer(tiny_model_dir, tmp_path, teacher_logps_per_microbatch=True, teacher_share_prefix=share)
+    inputs = _batch(trainer, n=8)  # rows 0-1 and 4-5 have a context, rows 2-3 and 6-7 do not
+    has = inputs["sdar_row_mask"].bool()
+    assert has.tolist() == [True, True, False, False, True, True, False, False]
+    seen = []
+    hook = trainer.model.register_forward_pre_hook(lambda m, a, kw: seen.append(kw["input_ids"]), with_kwargs=True)
+    teacher = trainer._teacher_logps(inputs)
+    hook.remove()
+    # only the 4 context rows reach the model (before: all 8, and with sharing the contextless prompts' prefixes too)
+    suffix_rows = [ids.size(0) for ids in seen if ids.size(0) > 1 or not share]
+    assert sum(suffix_rows) == int(has.sum()) and len(seen) == (2 if share else 1)
+    assert (teacher[~has] == 0).all()
+    ids = torch.cat([inputs["teacher_prompt_ids"][has], inputs["completion_ids"][has]], dim=1)
+    mask = torch.cat([inputs["teacher_prompt_mask"][has], inputs["completion_mask"][has]], dim=1)
+    with torch.no_grad():
+        expected, _, _ = GRPOTrainer._get_per_token_logps_and_entropies(
+            trainer, trainer.model, ids, mask, inputs["completion_ids"].size(1), batch_size=8
+        )
+    assert torch.allclose(teacher[has], expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("contexts", ["some", "none"])
+def test_sharded_teacher_without_prefix_sharing_joins_the_other_processes_forwards(tiny_model_dir, tmp_path, contexts):
+    # ZeRO-3 / FSDP: another process needs 3 more forwards than this one (whose rows may all lack a context)
+    trainer = _trainer(tiny_model_dir, tmp_path, teacher_logps_per_microbatch=True, teacher_share_prefix=False)
+    inputs = _batch(trainer, n=8)
+    if contexts == "none":
+        inputs["sdar_row_mask"] = torch.zeros_like(inputs["sdar_row_mask"])
+    asked = []
+    trainer._most_forwards = lambda own: asked.append(own) or own + 3
+    calls = []
+    hook = trainer.model.register_forward_pre_hook(lambda m, a: calls.append(1))
+    teacher = trainer._teacher_logps(inputs, batch_size=2)
+    hook.remove()
+    own = {"some": 2, "none": 0}[contexts]  # 4 context rows in batches of 2, or nothing to score
+    assert asked == [own] and len(calls) == own + 3
+    assert teacher.shape == inputs["completion_ids"].shape and (contexts == "some" or (teacher == 0).all())

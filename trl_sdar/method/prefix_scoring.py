@@ -222,10 +222,7 @@ def shared_prefix_logps(
         return _encode_prefix(model, ids, start, parent, begin, cache_kwarg, autocast)
 
     plan = nest_groups(prompts, group_rows_by_prefix(prompts, min_shared), min_shared)
-    if most_forwards is not None:
-        own = forward_count(plan, batch_size)
-        for _ in range(most_forwards(own) - own):
-            _idle_forward(model, prompt_ids, autocast)
+    keep_in_step(model, forward_count(plan, batch_size), most_forwards, prompt_ids, autocast)
     order, parts = [], []
     for root_len, family in plan:
         start = rows.starts[family[0].rows[0]]  # the whole family takes its first row's positions
@@ -269,6 +266,14 @@ def forward_count(plan, batch_size: int) -> int:
         for group in family:
             calls += int(group.prefix_len > 0) + -(-len(group.rows) // batch_size)
     return calls
+
+
+def keep_in_step(model, own: int, most_forwards: Callable[[int], int] | None, like: torch.Tensor, autocast) -> None:
+    """Sharded models (ZeRO-3, FSDP): given that this process makes `own` forward calls, add idle ones until it makes
+    as many as the process that makes the most (`most_forwards`, a collective); nothing if `most_forwards` is None."""
+    if most_forwards is not None:
+        for _ in range(most_forwards(own) - own):
+            _idle_forward(model, like, autocast)
 
 
 def _idle_forward(model, like: torch.Tensor, autocast) -> None:

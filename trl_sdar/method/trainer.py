@@ -31,7 +31,7 @@ from trl_sdar.method.losses import (
 )
 from trl_sdar.method.metrics_log import MetricsJSONLCallback
 from trl_sdar.method.nonfinite_steps import SkipNonFiniteSteps
-from trl_sdar.method.prefix_scoring import prefix_sharing_unsupported_reason, shared_prefix_logps
+from trl_sdar.method.prefix_scoring import keep_in_step, prefix_sharing_unsupported_reason, shared_prefix_logps
 from trl_sdar.method.sdar_metrics import log_context_metrics, log_gate_metrics
 from trl_sdar.method.teacher import ContextTokenizer, Teacher, build_teacher_prompts, prompt_bos_token_id
 from trl_sdar.method.teacher_sharding import COLLECTIVE_FORWARD, most_over_processes, sharding_of
@@ -289,28 +289,39 @@ class SDARTrainer(GRPOTrainer):
         output["advantages"] = (1 - lam) * plain + lam * reshaped
 
     def _teacher_logps(self, inputs, batch_size: int | None = None) -> torch.Tensor:
-        """Teacher log-probs of the completion tokens, (B, C), through the student's own log-prob path."""
+        """Teacher log-probs of the completion tokens, (B, C), through the student's own log-prob path. Only rows
+        with a teacher context are scored (`sdar_row_mask`); the others (no context, turn-row padding), which the
+        loss never reads, get 0."""
         completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
         prompt_ids, prompt_mask = inputs["teacher_prompt_ids"], inputs["teacher_prompt_mask"]
+        rows = inputs["sdar_row_mask"].bool().nonzero().squeeze(1)  # (R,)
+        batch_size = batch_size or completion_ids.size(0)
+        logps = torch.zeros(completion_ids.shape, dtype=torch.float32, device=completion_ids.device)  # (B, C)
         gc_kwargs = self.args.gradient_checkpointing_kwargs
         with torch.no_grad(), disable_gradient_checkpointing(self.model, gc_kwargs):
             with self.teacher.scoring(self.model) as teacher_model:
-                if self._share_teacher_prefix:  # each distinct prefix encoded once (prefix_scoring.py)
-                    return shared_prefix_logps(
+                if self._share_teacher_prefix and len(rows):  # each distinct prefix encoded once (prefix_scoring.py)
+                    scored = shared_prefix_logps(
                         teacher_model,
-                        prompt_ids,
-                        prompt_mask,
-                        completion_ids,
-                        completion_mask,
-                        batch_size=batch_size or completion_ids.size(0),
+                        prompt_ids[rows],
+                        prompt_mask[rows],
+                        completion_ids[rows],
+                        completion_mask[rows],
+                        batch_size=batch_size,
                         autocast=self.accelerator.autocast,
                         most_forwards=self._most_forwards,  # ZeRO-3 / FSDP: as many forwards on every process
                     )
-                input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
-                attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
-                logps, _, _ = self._get_per_token_logps_and_entropies(
-                    teacher_model, input_ids, attention_mask, completion_ids.size(1), batch_size=batch_size
-                )
+                else:  # one forward per `batch_size` rows; a sharded model first joins the others' extra forwards
+                    own = -(-len(rows) // batch_size)
+                    keep_in_step(teacher_model, own, self._most_forwards, prompt_ids, self.accelerator.autocast)
+                    input_ids = torch.cat([prompt_ids[rows], completion_ids[rows]], dim=1)
+                    attention_mask = torch.cat([prompt_mask[rows], completion_mask[rows]], dim=1)
+                    scored = logps[:0]
+                    if own:
+                        scored, _, _ = self._get_per_token_logps_and_entropies(
+                            teacher_model, input_ids, attention_mask, completion_ids.size(1), batch_size=batch_size
+                        )
+        logps[rows] = scored.to(logps.dtype)
         return logps
 
     # -------------------------------------------------------------------------------------------------- loss time
