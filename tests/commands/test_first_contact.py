@@ -133,3 +133,19 @@ def test_turn_unit_training_recipes_bound_the_tokens_per_backward():
         if rl_turn_rows and recipe.get("max_tokens_per_backward") is None:
             unbounded.append(str(path))  # SDARTrainer would warn that memory grows with episode length
     assert unbounded == []
+
+
+@pytest.mark.parametrize(
+    "command, own, theirs",
+    [("train", ["--env_name", "--sdar_coef", "--model_name_or_path"], "--learning_rate"),
+     ("sft", ["--num_demos", "--model_name_or_path"], "--learning_rate")],
+)  # fmt: skip
+def test_recipe_help_shows_config_and_the_commands_own_options_first(command, own, theirs, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"usage: trl-sdar {command} --config RECIPE.yaml")
+    assert text.index("--config RECIPE.yaml  YAML recipe") < text.index(own[0])
+    positions = [text.index(f"  {option} ") for option in [*own, theirs]]
+    assert positions == sorted(positions)  # own options in their order, TRL's after them

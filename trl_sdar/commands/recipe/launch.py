@@ -24,12 +24,27 @@ def make_parser():
 
     class RecipeParser(TrlParser):
         """A bad value (`--seed 1.5`) becomes a ValueError that `trl-sdar train` prints as one line, not argparse's
-        200-line usage block."""
+        200-line usage block; `--help` lists `--config` and the command's own options first."""
 
         def error(self, message: str):
             raise ValueError(message)
 
-    return RecipeParser((SDARScriptArguments, SDARConfig, ModelConfig), prog="trl-sdar train")
+        def format_help(self) -> str:
+            from trl_sdar.commands.recipe.help import format_recipe_help, own_fields, own_first
+
+            sections = [
+                ("trl-sdar train: environment, agent loop, skills", own_first(SDARScriptArguments)),
+                ("SDAR (SDARConfig's own fields; every GRPOConfig field is further down)", own_fields(SDARConfig)),
+                ("the model (TRL's ModelConfig)", [f.name for f in fields(ModelConfig)]),
+            ]
+            epilog = (
+                "Keys that are `accelerate launch` options (num_processes, multi_gpu, config_file, or "
+                "accelerate_config: a file or a name in recipes/accelerate/) re-launch the command under accelerate."
+            )
+            return format_recipe_help(self, sections, epilog)
+
+    description = "Train with SDAR (or a baseline) from a YAML recipe and command-line overrides."
+    return RecipeParser((SDARScriptArguments, SDARConfig, ModelConfig), prog="trl-sdar train", description=description)
 
 
 def _accelerate_options() -> set[str]:

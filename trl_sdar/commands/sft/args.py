@@ -5,7 +5,7 @@ A recipe is flat YAML like `trl-sdar train`'s: `trl-sdar sft --config recipe.yam
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from trl_sdar.agent.parsing import PARSERS
 from trl_sdar.agent.rollout import ROLLOUT_UNITS
@@ -126,6 +126,16 @@ def make_sft_parser():
         def error(self, message: str):
             raise ValueError(message)
 
+        def format_help(self) -> str:
+            from trl_sdar.commands.recipe.help import format_recipe_help
+
+            sections = [
+                ("trl-sdar sft: the demonstrations", [f.name for f in fields(WarmStartArguments)]),
+                ("the model (TRL's ModelConfig)", [f.name for f in fields(ModelConfig)]),
+            ]
+            epilog = "The other options are TRL's SFTConfig fields (TrainingArguments among them)."
+            return format_recipe_help(self, sections, epilog)
+
     @dataclass
     class WarmStartSFTConfig(SFTConfig):
         """TRL's `SFTConfig`, with its checkpointing flag under transformers' current name (no FutureWarning)."""
@@ -134,7 +144,10 @@ def make_sft_parser():
             adopt_activation_checkpointing(self)
             super().__post_init__()
 
-    return RecipeParser((WarmStartArguments, WarmStartSFTConfig, ModelConfig), prog="trl-sdar sft")
+    description = "Warm start: supervised fine-tuning on expert demonstrations, from a YAML recipe and overrides."
+    return RecipeParser(
+        (WarmStartArguments, WarmStartSFTConfig, ModelConfig), prog="trl-sdar sft", description=description
+    )
 
 
 def parse_sft_args(argv: list[str]):
