@@ -222,6 +222,11 @@ def test_shipped_specs_plan_the_paper_baselines(name, capsys, monkeypatch, tmp_p
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == len(plans) + 1 and all(line.startswith("trl-sdar train --config") for line in lines[:-1])
     assert all(str(tmp_path / "runs") in line for line in lines[:-1])
+    for line, plan in zip(lines[:-1], plans, strict=False):  # every printed recipe exists and holds the run's recipe
+        written = yaml.safe_load(Path(line.split()[3]).read_text())
+        assert written.pop("output_dir").startswith(str(tmp_path / "runs"))  # --output-dir moved the runs
+        assert written == {k: v for k, v in plan.recipe.items() if k != "output_dir"}
+    assert not (tmp_path / "runs").exists()  # a dry run leaves the run folders alone
 
 
 def test_base_recipe_with_unknown_key_is_refused(tmp_path):

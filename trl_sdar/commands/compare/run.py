@@ -31,11 +31,20 @@ def _student_sees_skills(recipe: dict[str, Any]) -> bool:
 
 
 def dry_run(spec: CompareSpec) -> list[str]:
-    """The commands the comparison would run, one line each, running nothing."""
+    """The commands the comparison would run, one line each, training nothing. Each run's recipe is written to
+    `<output_dir>/dry_run/<method>_seed<k>.yaml` (the run folders stay untouched), so every printed command runs
+    as printed."""
+    import yaml
+
     lines = []
+    folder = spec.output_dir / "dry_run"
+    folder.mkdir(parents=True, exist_ok=True)
     for plan in plan_runs(spec):
-        command = " ".join(["trl-sdar", *train_command(plan.run_dir / "recipe.yaml", None)[3:]])
-        lines.append(f"{command}   # {plan.method} seed {plan.seed}, overrides {spec.methods[plan.method] or '{}'}")
+        recipe = folder / f"{plan.method}_seed{plan.seed}.yaml"
+        recipe.write_text(yaml.safe_dump(plan.recipe, sort_keys=False))
+        command = " ".join(["trl-sdar", *train_command(recipe, None)[3:]])
+        overrides = spec.methods[plan.method] or "{}"
+        lines.append(f"{command}   # {plan.method} seed {plan.seed} into {plan.run_dir}, overrides {overrides}")
     manifest = spec.eval.manifest if spec.eval.num_tasks is None else f"{spec.eval.manifest}[:{spec.eval.num_tasks}]"
     lines.append(f"eval: the starting model and every run on {manifest}, seeds {list(spec.eval.seeds)}")
     return lines
