@@ -36,6 +36,7 @@ from trl_sdar.method.sdar_metrics import log_context_metrics, log_gate_metrics
 from trl_sdar.method.teacher import ContextTokenizer, Teacher, build_teacher_prompts, prompt_bos_token_id
 from trl_sdar.method.teacher_sharding import COLLECTIVE_FORWARD, most_over_processes, sharding_of
 from trl_sdar.method.turns.batch import play_turn_rows, set_turn_advantages
+from trl_sdar.method.turns.logged import padding_rows_unrewarded, widen_tables
 from trl_sdar.method.turns.loss_share import applied_entropy_coef, rescale_turn_rows, trained_mask, turn_factor
 from trl_sdar.method.turns.passes import backward_in_passes
 from trl_sdar.models import resolve_model_path
@@ -165,6 +166,8 @@ class SDARTrainer(GRPOTrainer):
                 "episodes and runs as one forward/backward pass, so memory grows with episode length (one SmolLM2 "
                 "step over 20 turn rows of 1k tokens took 22 GB on CPU). Set max_tokens_per_backward, e.g. 8192."
             )
+        if self._turn_rows:
+            widen_tables(self, rows_per_prompt=self.rollout_func.max_turns)  # one table row per turn row
         if self._turn_rows and args.top_entropy_quantile < 1.0:
             raise ValueError(
                 f"SDARConfig.top_entropy_quantile={args.top_entropy_quantile!r} is not supported with "
@@ -266,7 +269,8 @@ class SDARTrainer(GRPOTrainer):
         rows = play_turn_rows(self, inputs, mode)
         saved, self.rollout_func = self.rollout_func, lambda prompts, trainer: rows.replay
         try:
-            output = super()._generate_and_score_completions(rows.row_inputs)
+            with padding_rows_unrewarded():
+                output = super()._generate_and_score_completions(rows.row_inputs)
         finally:
             self.rollout_func = saved
         set_turn_advantages(self, rows, output, mode)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from trl_sdar.method.turns.advantages import padded_row_count, row_multiple, turn_advantages, zero_spread_share
+from trl_sdar.method.turns.logged import retell_batch
 
 
 @dataclass
@@ -77,3 +78,4 @@ def set_turn_advantages(trainer, rows: TurnRows, output: dict, mode: str) -> Non
     metrics["turn/rows"].append(total_rows / accelerator.num_processes)
     metrics["turn/padding_rows"].append(float(rows.target * len(rows.counts) - total_rows))
     metrics["turn/trained_tokens"].append(float(output["num_items_in_batch"]))
+    retell_batch(trainer, rows, output, mode, advantages)  # TRL's logs of this batch, without the padding rows
