@@ -91,6 +91,8 @@ class SDARTrainer(GRPOTrainer):
     * `_save_optimizer_and_scheduler` / `_load_optimizer_and_scheduler`: the EMA teacher's weights and TRL's buffered
       rollouts go into each checkpoint with the optimizer state and come back on resume (every backend resumes
       through these two), so a resumed run continues exactly (`checkpoint.py`).
+    * `save_model` (the final model and every checkpoint): weights that are not finite are never saved; the run stops
+      with the step instead (`finite_weights.py`).
     * `_compute_loss`: adds `λ · L_SDAR`, reduced with the normaliser of the configured GRPO `loss_type`, and logs
       `sdar/*` metrics over trained tokens (environment tokens and padding excluded), gathered across processes.
       Tokens whose teacher or student log-prob is NaN/inf are left out of the term and its metrics and counted in
