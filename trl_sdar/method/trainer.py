@@ -39,6 +39,7 @@ from trl_sdar.method.turns.batch import play_turn_rows, set_turn_advantages
 from trl_sdar.method.turns.logged import padding_rows_unrewarded, widen_tables
 from trl_sdar.method.turns.loss_share import applied_entropy_coef, rescale_turn_rows, trained_mask, turn_factor
 from trl_sdar.method.turns.passes import backward_in_passes
+from trl_sdar.method.vllm_sync import sync_policy_only
 from trl_sdar.models import resolve_model_path
 
 logger = logging.getLogger(__name__)
@@ -187,6 +188,8 @@ class SDARTrainer(GRPOTrainer):
             )
             if args.teacher_model_kind == "ema":
                 self.add_callback(_EMATeacherCallback(self.teacher))
+                if self.use_vllm:  # vLLM gets the policy's weights, never the teacher adapter's module copies
+                    sync_policy_only(self.vllm_generation, self.teacher.model)
             self._bos_token_id = prompt_bos_token_id(self._tokenizer)
             self._context_tokenizer = ContextTokenizer(
                 self._tokenizer, placement=args.teacher_context_placement, header=args.teacher_context_header
