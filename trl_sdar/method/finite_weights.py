@@ -27,9 +27,7 @@ def local_part(param: torch.Tensor) -> torch.Tensor:
 def nonfinite_parameters(model: torch.nn.Module) -> list[str]:
     """Names of the parameters (this process's part of them) that hold a NaN or an inf value."""
     return [
-        name
-        for name, param in model.named_parameters()
-        if not bool(torch.isfinite(local_part(param).detach()).all())
+        name for name, param in model.named_parameters() if not bool(torch.isfinite(local_part(param).detach()).all())
     ]
 
 
