@@ -17,7 +17,7 @@ from trl.trainer.utils import get_config_model_id
 
 from trl_sdar.method.checkpoint import load_training_state, save_training_state
 from trl_sdar.method.config import SDARConfig
-from trl_sdar.method.cpu_head import enable_compact_cpu_head
+from trl_sdar.method.cpu_head import compact_cpu_head
 from trl_sdar.method.finite_weights import check_finite_weights
 from trl_sdar.method.launch_check import check_launched_processes, warn_if_sharding_dropped
 from trl_sdar.method.losses import (
@@ -143,7 +143,6 @@ class SDARTrainer(GRPOTrainer):
         if getattr(rollout_func, "rollout_unit", "episode") == "turn":
             _check_turn_rewards(reward_funcs, args)
         check_launched_processes(args)  # N launched processes must train together, not N times alone
-        enable_compact_cpu_head()  # CPU: TRL's fused head scores only the completion tokens (see cpu_head.py)
         super().__init__(
             model,
             reward_funcs,
@@ -307,7 +306,7 @@ class SDARTrainer(GRPOTrainer):
         batch_size = batch_size or completion_ids.size(0)
         logps = torch.zeros(completion_ids.shape, dtype=torch.float32, device=completion_ids.device)  # (B, C)
         gc_kwargs = self.args.gradient_checkpointing_kwargs
-        with torch.no_grad(), disable_gradient_checkpointing(self.model, gc_kwargs):
+        with torch.no_grad(), disable_gradient_checkpointing(self.model, gc_kwargs), compact_cpu_head():
             with self.teacher.scoring(self.model) as teacher_model:
                 if self._share_teacher_prefix and len(rows):  # each distinct prefix encoded once (prefix_scoring.py)
                     scored = shared_prefix_logps(
@@ -341,7 +340,8 @@ class SDARTrainer(GRPOTrainer):
         return backward_in_passes(self, super().compute_loss, model, inputs, return_outputs, num_items_in_batch)
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, *args, **kwargs):
-        output = super()._get_per_token_logps_and_entropies(model, input_ids, *args, **kwargs)
+        with compact_cpu_head():  # CPU: TRL's fused head scores only the completion tokens (cpu_head.py)
+            output = super()._get_per_token_logps_and_entropies(model, input_ids, *args, **kwargs)
         if self._capture_student_logps:
             self._student_logps = output[0]  # (B, C), with gradient: reused by the SDAR term
             self._student_entropies = output[1]

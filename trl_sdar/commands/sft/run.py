@@ -105,7 +105,7 @@ def run_sft(warm: WarmStartArguments, training, model_args) -> Path:
     from transformers import AutoTokenizer
     from trl import SFTTrainer, get_peft_config
 
-    from trl_sdar.method.cpu_head import enable_compact_cpu_head
+    from trl_sdar.method.cpu_head import compact_cpu_head
 
     if not torch.cuda.is_available() and (training.bf16 or training.fp16):
         raise RecipeError("bf16/fp16 need a GPU; on CPU set bf16: false (and use_cpu: true).")
@@ -120,14 +120,14 @@ def run_sft(warm: WarmStartArguments, training, model_args) -> Path:
     dataset = to_dataset(demos, training.max_length)
     render_s = time.perf_counter() - start
     training.completion_only_loss = True  # loss on the expert's turns only
-    enable_compact_cpu_head()  # CPU: the output layer runs on the completion positions only (see cpu_head.py)
     if model_args.dtype is not None:
         training.model_init_kwargs = {**(training.model_init_kwargs or {}), "dtype": model_args.dtype}
     peft_config = get_peft_config(model_args)
     trainer = SFTTrainer(model=model_path, args=training, train_dataset=dataset, processing_class=tokenizer,
                          peft_config=peft_config)  # fmt: skip
     try:
-        trainer.train(resume_from_checkpoint=resume)
+        with compact_cpu_head():  # CPU: the output layer runs on the completion positions only (see cpu_head.py)
+            trainer.train(resume_from_checkpoint=resume)
     except KeyboardInterrupt:
         raise SystemExit(interrupted_message("sft", training.output_dir, trainer.state.global_step)) from None
     output = Path(training.output_dir)
