@@ -6,7 +6,7 @@ import json
 import pytest
 
 from trl_sdar.commands.compare.intervals import wilson_interval
-from trl_sdar.commands.compare.report import build_summary, episode_wins, results_markdown, seed_result
+from trl_sdar.commands.compare.report import SEED_METRICS, build_summary, episode_wins, results_markdown, seed_result
 
 
 def test_wilson_interval_by_hand():
@@ -84,3 +84,23 @@ def test_run_without_success_metric_has_none(tmp_path):
     report = _report([[False, True]])
     row = seed_result("grpo", 1, tmp_path, {}, report, report)
     assert row["train_success_mean"] is None and row["train_success_per_step"] == []
+
+
+def test_bootstrap_interval_of_the_mean_over_seeds():
+    from trl_sdar.commands.compare.intervals import bootstrap_interval
+
+    low, high = bootstrap_interval([0.10, 0.20, 0.15, 0.30])
+    assert 0.10 <= low < 0.1875 < high <= 0.30  # around the mean, inside the range of the seeds
+    assert bootstrap_interval([0.10, 0.20, 0.15, 0.30]) == (low, high)  # reproducible
+    assert bootstrap_interval([0.05, 0.05, 0.05]) == (0.05, 0.05)
+    assert bootstrap_interval([0.2]) is None
+    wide = bootstrap_interval([-0.2, 0.0, 0.3])
+    assert wide[0] < 0 < wide[1]  # three seeds that disagree: an interval that does not exclude no gain
+
+
+def test_method_summary_gives_the_gain_a_bootstrap_interval():
+    from trl_sdar.commands.compare.report import method_summary
+
+    rows = [{metric: None for metric in SEED_METRICS} | {"success_gain": gain} for gain in (0.1, 0.2, 0.3)]
+    gain = method_summary(rows)["success_gain"]
+    assert gain["mean"] == pytest.approx(0.2) and 0.1 <= gain["bootstrap_ci95"][0] < 0.2 < gain["bootstrap_ci95"][1]

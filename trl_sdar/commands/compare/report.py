@@ -8,7 +8,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from trl_sdar.commands.compare.intervals import wilson_interval
+from trl_sdar.commands.compare.intervals import bootstrap_interval, wilson_interval
 from trl_sdar.commands.plot.figures import LOG_HISTORY_FILE, load_log_history, mean_success
 
 SEED_METRICS = (
@@ -92,7 +92,12 @@ def spread(values: list[float | None]) -> dict[str, Any] | None:
 
 
 def method_summary(rows: list[dict]) -> dict[str, Any]:
-    return {metric: spread([row[metric] for row in rows]) for metric in SEED_METRICS}
+    """Per metric, `spread` over the seeds; the gain in success also gets a 95% bootstrap interval of its mean."""
+    summary = {metric: spread([row[metric] for row in rows]) for metric in SEED_METRICS}
+    gains = [row["success_gain"] for row in rows if row["success_gain"] is not None]
+    if summary["success_gain"] is not None:
+        summary["success_gain"]["bootstrap_ci95"] = bootstrap_interval(gains)
+    return summary
 
 
 def time_ratios(methods: dict[str, dict], reference: str) -> dict[str, dict[str, float | None]]:
@@ -138,6 +143,11 @@ def _pm(stats: dict | None, digits: int = 3) -> str:
     return f"{stats['mean']:.{digits}f}{std}"
 
 
+def _gain(stats: dict | None) -> str:
+    interval = (stats or {}).get("bootstrap_ci95")
+    return _pm(stats) if interval is None else f"{_pm(stats)} [{interval[0]:.3f}, {interval[1]:.3f}]"
+
+
 def _wins(row: dict) -> str:
     before, after = row["episodes_before"], row["episodes_after"]
     low, high = after["ci95"]
@@ -153,8 +163,8 @@ def results_markdown(summary: dict, figures: list[Path]) -> str:
         f"* base recipe: `{summary['base_recipe']}`; starting model: `{summary['model_name_or_path']}`",
         f"* seeds: {summary['seeds']}; evaluation: `{summary['eval']['manifest']}` ({summary['eval']['num_tasks']} "
         f"tasks × eval seeds {summary['eval']['seeds']}, temperature {summary['eval']['temperature']})",
-        f"* spread: mean ± sample std over training seeds (n each in the run table); time ratios divide by "
-        f"`{reference}`",
+        f"* spread: mean ± sample std over training seeds (n each in the run table); [low, high]: 95% bootstrap "
+        f"interval of the mean over seeds (scipy, percentile); time ratios divide by `{reference}`",
         "",
         "| method | overrides | success before | success after | Δ success | score after | train wall (s) | "
         f"median step (s) | step time / {reference} | wall / {reference} |",
@@ -165,7 +175,7 @@ def results_markdown(summary: dict, figures: list[Path]) -> str:
         overrides = ", ".join(f"{k}: {v}" for k, v in summary["method_overrides"][method].items()) or "(base recipe)"
         lines.append(
             f"| {method} | {overrides} | {_pm(stats['success_before'])} | {_pm(stats['success_after'])} | "
-            f"{_pm(stats['success_gain'])} | {_pm(stats['score_after'])} | {_pm(stats['train_wall_s'], 1)} | "
+            f"{_gain(stats['success_gain'])} | {_pm(stats['score_after'])} | {_pm(stats['train_wall_s'], 1)} | "
             f"{_pm(stats['median_step_time_s'], 2)} | {_fmt(ratios['step_time'], 2)} | "
             f"{_fmt(ratios['train_wall'], 2)} |"
         )
