@@ -12,12 +12,16 @@ episode. One `Script` (frozen settings) describes a variant; the presets are the
 
 `EnvRollout` takes a zero-argument factory: pass a preset (`EnvRollout(ScriptedEnv.counter)`) or
 `functools.partial(ScriptedEnv.counter, release=event)`. `make_tiny_model_dir` builds the tiny chat model;
-`free_port()` finds a TCP port for a test's process group.
+`free_port()` finds a TCP port for a test's process group; `run_two_processes` starts a worker script as 2 local
+processes (torch's launcher, gloo on CPU).
 """
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -79,6 +83,15 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def run_two_processes(script, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `script` with `args` as 2 processes of one process group on this machine (`torch.distributed.run`, a free
+    rendezvous port, one thread each); returns the launcher's completed process (output captured as text)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+           str(script), *args]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 class ScriptedEnv:

@@ -335,21 +335,15 @@ def test_generator_is_collective_exactly_when_forwards_are(model, tokenizer, kin
 @pytest.mark.slow
 def test_fsdp2_ranks_whose_episodes_end_at_different_turns_generate_in_step(tiny_model_dir, tmp_path):
     import json
-    import os
-    import subprocess
-    import sys
     from pathlib import Path
 
-    from trl_sdar.testing import free_port
+    from trl_sdar.testing import run_two_processes
 
     worker = Path(__file__).parent / "_fsdp2_generation_worker.py"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2]), "OMP_NUM_THREADS": "1"}
 
     def run(out, *flags):
         out.mkdir()
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-               str(free_port()), str(worker), tiny_model_dir, str(out), *flags]  # fmt: skip
-        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        return run_two_processes(worker, tiny_model_dir, str(out), *flags)
 
     result = run(tmp_path / "in_step")
     assert result.returncode == 0, result.stderr[-3000:]

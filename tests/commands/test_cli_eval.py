@@ -3,6 +3,7 @@ import json
 import random
 
 import pytest
+from _cli import error_line
 
 from trl_sdar.cli import main
 from trl_sdar.commands.evaluate.policy import evaluate_policy, random_action, summarize
@@ -55,17 +56,9 @@ def test_environment_exception_is_counted_not_raised():
     assert "engine crashed" in report["episodes"][0]["error"]
 
 
-def _error(argv) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    message = str(exit_info.value)
-    assert "\n" not in message and message.startswith("trl-sdar"), message  # one line, no traceback
-    return message
-
-
 def test_bad_arguments_fail_clearly():
-    assert "invalid choice: 'nope'" in _error(["eval", "--env", "nope", "--policy", "expert"])
-    message = _error(["eval", "--env", "webshop", "--policy", "expert", "--num-tasks", "0"])
+    assert "invalid choice: 'nope'" in error_line(["eval", "--env", "nope", "--policy", "expert"])
+    message = error_line(["eval", "--env", "webshop", "--policy", "expert", "--num-tasks", "0"])
     assert "--num-tasks: 0 is not valid" in message
     with pytest.raises(ValueError, match="Unknown policy"):
         evaluate_policy(lambda: None, [0], "greedy")
@@ -89,24 +82,26 @@ def test_bad_arguments_fail_clearly():
 )
 def test_every_eval_input_error_is_one_line(extra, expected):
     base = ["eval", "--policy", "random"] + ([] if extra == [] else ["--env", "search_qa", "--num-tasks", "2"])
-    assert expected in _error(base + extra)
+    assert expected in error_line(base + extra)
 
 
 def test_bad_manifests_and_models_are_one_line(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    assert "is not valid JSON" in _error(["eval", "--policy", "random", "--manifest", str(bad)])
+    assert "is not valid JSON" in error_line(["eval", "--policy", "random", "--manifest", str(bad)])
     bad.write_text('{"env_name": "search_qa", "task_ids": [-1]}')
-    assert "non-empty list of integers >= 0" in _error(["eval", "--policy", "random", "--manifest", str(bad)])
+    assert "non-empty list of integers >= 0" in error_line(["eval", "--policy", "random", "--manifest", str(bad)])
     bad.write_text('{"env_name": "doom", "task_ids": [1]}')
-    assert "env_name='doom'" in _error(["eval", "--policy", "random", "--manifest", str(bad)])
-    message = _error(["eval", "--model", str(tmp_path / "no_model"), "--env", "search_qa", "--num-tasks", "1"])
+    assert "env_name='doom'" in error_line(["eval", "--policy", "random", "--manifest", str(bad)])
+    message = error_line(["eval", "--model", str(tmp_path / "no_model"), "--env", "search_qa", "--num-tasks", "1"])
     assert "does not exist" in message
 
 
 def test_plot_input_errors_are_one_line(tmp_path):
-    assert "--smooth: 1.5 is not valid; expected 0 <= smooth < 1" in _error(["plot", str(tmp_path), "--smooth", "1.5"])
-    assert "Run directory not found" in _error(["plot", str(tmp_path / "missing")])
+    assert "--smooth: 1.5 is not valid; expected 0 <= smooth < 1" in error_line(
+        ["plot", str(tmp_path), "--smooth", "1.5"]
+    )
+    assert "Run directory not found" in error_line(["plot", str(tmp_path / "missing")])
 
 
 def test_eval_model_reports_avg_over_seeds_deterministically(tiny_model_dir, tmp_path):
@@ -146,7 +141,7 @@ def test_shipped_manifest_pins_tasks(tmp_path):
     main(["eval", "--policy", "expert", "--manifest", "search_qa_builtin_eval128", "--num-tasks", "5", "--output",
           str(out)])  # fmt: skip
     assert json.loads(out.read_text())["task_ids"] == list(range(5))  # the manifest's first 5 (was: all 128)
-    assert "more than the 128 tasks" in _error(["eval", "--policy", "expert", "--manifest",
+    assert "more than the 128 tasks" in error_line(["eval", "--policy", "expert", "--manifest",
                                                  "search_qa_builtin_eval128", "--num-tasks", "129"])  # fmt: skip
     with pytest.raises(SystemExit, match="alfworld_builtin_eval128"):
         main(["eval", "--policy", "expert", "--manifest", "no_such_manifest"])

@@ -14,12 +14,6 @@ from trl_sdar.testing import free_port
 RECIPE = str(Path(__file__).parents[1] / "data" / "tiny_webshop.yaml")
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("TRL_SDAR_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-    monkeypatch.setenv("TRL_EXPERIMENTAL_SILENCE", "1")
-
-
 def test_train_from_recipe_with_override(tmp_path):
     out = tmp_path / "run"
     main(["train", "--config", RECIPE, "--output_dir", str(out), "--sdar_coef", "0.05"])

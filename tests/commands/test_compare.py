@@ -18,12 +18,6 @@ PNG = b"\x89PNG\r\n\x1a\n"
 _OVERRIDES = {"max_steps": 2, "save_strategy": "steps", "save_steps": 1}
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("TRL_SDAR_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-    monkeypatch.setenv("TRL_EXPERIMENTAL_SILENCE", "1")
-
-
 def _spec(tmp_path, model: str, **changes) -> Path:
     spec = {
         "name": "tiny",

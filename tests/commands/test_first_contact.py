@@ -5,31 +5,18 @@ import json
 from pathlib import Path
 
 import pytest
+from _cli import error_line
 
 from trl_sdar.cli import main
 
 RECIPE = str(Path(__file__).parents[1] / "data" / "tiny_webshop.yaml")
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("TRL_SDAR_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-    monkeypatch.setenv("TRL_EXPERIMENTAL_SILENCE", "1")
-
-
-def _error(argv) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    message = str(exit_info.value)
-    assert "\n" not in message, message
-    return message
-
-
 @pytest.mark.parametrize("command", ["train", "sft"])
 def test_malformed_yaml_recipe_is_one_line(command, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("model_name_or_path: builtin:tiny\nenv_name: [webshop\n")
-    message = _error([command, "--config", str(bad)])
+    message = error_line([command, "--config", str(bad)])
     assert message.startswith(f"trl-sdar {command}: error: --config {bad} is not valid YAML")
     assert "line" in message
 
@@ -39,21 +26,21 @@ def test_sft_output_dir_that_is_a_file_and_max_steps_0(tmp_path, tiny_model_dir)
     target.write_text("x")
     argv = ["sft", "--model_name_or_path", tiny_model_dir, "--env_name", "search_qa", "--num_demos", "1",
             "--use_cpu", "true", "--bf16", "false", "--report_to", "none", "--save_strategy", "no"]  # fmt: skip
-    assert "output_dir=" in _error([*argv, "--output_dir", str(target)]) and "is a file" in _error(
+    assert "output_dir=" in error_line([*argv, "--output_dir", str(target)]) and "is a file" in error_line(
         [*argv, "--output_dir", str(target)]
     )
-    message = _error([*argv, "--output_dir", str(tmp_path / "out"), "--max_steps", "0"])
+    message = error_line([*argv, "--output_dir", str(tmp_path / "out"), "--max_steps", "0"])
     assert "max_steps=0 is not valid" in message and "-1" in message
 
 
 def test_train_max_steps_0_and_num_generations_0_are_one_line(tmp_path):
-    assert "SDARConfig.max_steps=0 is not valid" in _error(
+    assert "SDARConfig.max_steps=0 is not valid" in error_line(
         ["train", "--config", RECIPE, "--output_dir", str(tmp_path), "--max_steps", "0"]
     )
-    assert "SDARConfig.num_generations=0 is not valid" in _error(
+    assert "SDARConfig.num_generations=0 is not valid" in error_line(
         ["train", "--config", RECIPE, "--output_dir", str(tmp_path), "--num_generations", "0"]
     )
-    message = _error(["train", "--config", RECIPE, "--output_dir", str(tmp_path), "--sdar_coef", "inf"])
+    message = error_line(["train", "--config", RECIPE, "--output_dir", str(tmp_path), "--sdar_coef", "inf"])
     assert "SDARConfig.sdar_coef=inf is not valid; expected a finite number" in message
 
 
@@ -63,7 +50,7 @@ def test_plot_output_dir_that_is_a_file(tmp_path):
     (run / "log_history.json").write_text(json.dumps([{"step": 1, "loss": 0.5, "reward": 0.1}]))
     target = tmp_path / "a_file"
     target.write_text("x")
-    message = _error(["plot", str(run), "--output-dir", str(target)])
+    message = error_line(["plot", str(run), "--output-dir", str(target)])
     assert message.startswith("trl-sdar plot: error: --output-dir=") and "is a file" in message
 
 
@@ -84,12 +71,12 @@ def test_eval_output_under_a_file_is_refused_before_any_episode(tmp_path, monkey
     monkeypatch.setattr(policy, "evaluate_policy", never)
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
-    message = _error(["eval", "--env", "search_qa", "--policy", "expert", "--output", str(blocker / "r.json")])
+    message = error_line(["eval", "--env", "search_qa", "--policy", "expert", "--output", str(blocker / "r.json")])
     assert "is a file" in message
 
 
 def test_eval_env_contradicting_the_manifest_is_refused():
-    message = _error(["eval", "--env", "alfworld", "--manifest", "webshop_builtin_eval128", "--policy", "expert"])
+    message = error_line(["eval", "--env", "alfworld", "--manifest", "webshop_builtin_eval128", "--policy", "expert"])
     assert "--env alfworld contradicts --manifest 'webshop_builtin_eval128'" in message and "webshop" in message
 
 
@@ -97,7 +84,7 @@ def test_train_from_an_adapter_folder_names_it_and_its_base(tmp_path):
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "builtin:tiny"}))
-    message = _error(["train", "--config", RECIPE, "--output_dir", str(tmp_path / "out"), "--model_name_or_path",
+    message = error_line(["train", "--config", RECIPE, "--output_dir", str(tmp_path / "out"), "--model_name_or_path",
                       str(adapter)])  # fmt: skip
     assert "is a LoRA adapter folder" in message and "its base model is 'builtin:tiny'" in message
     assert "model_type" not in message

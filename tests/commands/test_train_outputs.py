@@ -5,25 +5,12 @@ import json
 from pathlib import Path
 
 import pytest
+from _cli import error_line
 
 from trl_sdar.cli import main
 from trl_sdar.commands.output_paths import check_checkpoint_folder, complete_checkpoints, resolve_resume
 
 RECIPE = str(Path(__file__).parents[1] / "data" / "tiny_webshop.yaml")
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("TRL_SDAR_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-    monkeypatch.setenv("TRL_EXPERIMENTAL_SILENCE", "1")
-
-
-def _error(argv) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    message = str(exit_info.value)
-    assert "\n" not in message, message
-    return message
 
 
 def _checkpoint(folder: Path, step: int, complete: bool = True) -> Path:
@@ -37,12 +24,12 @@ def _checkpoint(folder: Path, step: int, complete: bool = True) -> Path:
 def test_output_dir_that_is_a_file_is_one_line(tmp_path):
     target = tmp_path / "a_file"
     target.write_text("x")
-    message = _error(["train", "--config", RECIPE, "--output_dir", str(target)])
+    message = error_line(["train", "--config", RECIPE, "--output_dir", str(target)])
     assert message.startswith("trl-sdar train: error: output_dir=") and "is a file" in message
 
 
 def test_resume_from_a_model_folder_says_what_it_is(tmp_path, tiny_model_dir):
-    message = _error(["train", "--config", RECIPE, "--output_dir", str(tmp_path / "run"),
+    message = error_line(["train", "--config", RECIPE, "--output_dir", str(tmp_path / "run"),
                       "--resume_from_checkpoint", tiny_model_dir])  # fmt: skip
     assert "is a model folder, not a training checkpoint" in message and "--model_name_or_path" in message
 
@@ -63,12 +50,12 @@ def test_existing_checkpoints_are_not_overwritten_and_true_resumes_the_newest(tm
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(SDARTrainer, "training_step", interrupted)
-    message = _error(argv)
+    message = error_line(argv)
     assert "interrupted at step 1" in message and "checkpoint-1" in message
     assert "--resume_from_checkpoint true" in message
     monkeypatch.setattr(SDARTrainer, "training_step", original)
 
-    message = _error(argv)  # a fresh run would start at step 0 over checkpoint-1
+    message = error_line(argv)  # a fresh run would start at step 0 over checkpoint-1
     assert "already holds checkpoints (checkpoint-1)" in message and "--resume_from_checkpoint true" in message
 
     main([*argv, "--resume_from_checkpoint", "true"])

@@ -1,9 +1,6 @@
 """Shared-prefix teacher scoring: the grouping (pure) and the KV-reusing pass against TRL's unshared pass (fp32)."""
 
 import json
-import os
-import subprocess
-import sys
 from contextlib import nullcontext
 from pathlib import Path
 from types import SimpleNamespace
@@ -25,7 +22,7 @@ from trl_sdar.method.prefix_scoring import (
     prefix_sharing_unsupported_reason,
     shared_prefix_logps,
 )
-from trl_sdar.testing import free_port
+from trl_sdar.testing import run_two_processes
 
 TOL = 1e-5
 PAD = 0
@@ -232,13 +229,10 @@ def test_fsdp2_two_processes_with_different_prefix_groups_stay_in_step(tiny_mode
     # Each rank scores a batch of its own (rank 0 needs more forward calls than rank 1); under FSDP2 every forward is
     # a collective. Without `most_forwards` rank 1 runs out of forwards first and the ranks fall out of step.
     worker = Path(__file__).parent / "_fsdp2_prefix_worker.py"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2]), "OMP_NUM_THREADS": "1"}
 
     def run(out, *flags):
         out.mkdir()
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-               str(free_port()), str(worker), tiny_model_dir, str(out), *flags]  # fmt: skip
-        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        return run_two_processes(worker, tiny_model_dir, str(out), *flags)
 
     result = run(tmp_path / "in_step")
     assert result.returncode == 0, result.stderr[-3000:]
