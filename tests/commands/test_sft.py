@@ -238,5 +238,7 @@ def test_task_types_demonstrate_only_those_tasks(tokenizer):
     assert [env.task(d.task_id).task_type for d in demos] == ["comparison"] * 3
     assert [d.task_id for d in demos][:2] == [3, 10]  # the first comparison questions, in id order
     warm.task_types = ["no_such_kind"]
-    with pytest.raises(ValueError, match=r"task_types=\['no_such_kind'\]: no search_qa task of type"):
+    with pytest.raises(
+        ValueError, match=r"task_types=\['no_such_kind'\]: 'no_such_kind' is not a search_qa task type; valid"
+    ):
         build_demonstrations(warm, tokenizer, seed=0)

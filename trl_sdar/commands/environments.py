@@ -27,6 +27,8 @@ def env_kwargs(
 
         kwargs = {"source": source, "difficulty": DIFFICULTY_LEVELS[difficulty]}
         return {**kwargs, "data_dir": data_dir, "task_order_seed": task_order_seed} if real else kwargs
+    if env_name == "doors":  # built in, nothing to load: its settings come from `env_options`
+        return {}
     if env_name == "webshop":
         from trl_sdar.envs.webshop_catalog import BUILTIN_NUM_GOALS
 
@@ -85,10 +87,12 @@ def build_skill_selector(script: SDARScriptArguments):
     """The privileged-context function Task → skills text, or None (`skills: none`)."""
     if script.skills == "none":
         return None
-    from trl_sdar.skills import SkillSelector, load_builtin_skills, load_skill_library
+    from trl_sdar.skills import load_skill_library
+    from trl_sdar.skills.task_context import skills_for
 
-    library = load_skill_library(script.skills_path) if script.skills_path else load_builtin_skills(script.env_name)
-    return SkillSelector(library, mode=script.skills, top_k=script.skills_top_k, rules=script.skills_rules)
+    library = load_skill_library(script.skills_path) if script.skills_path else None
+    return skills_for(script.env_name, script.skills, library=library, top_k=script.skills_top_k,
+                      rules=script.skills_rules)  # fmt: skip
 
 
 def build_env_rollout(script: SDARScriptArguments):

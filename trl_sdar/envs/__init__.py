@@ -1,4 +1,5 @@
-"""Agent environments by name: `alfworld`, `webshop`, `search_qa` (built-in offline versions by default)."""
+"""Agent environments by name: `alfworld`, `webshop`, `search_qa` (built-in offline versions by default), and
+`doors`, a small world made for testing SDAR's mechanism (`trl_sdar.envs.doors`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ ENV_CLASSES = {
     "alfworld": ("trl_sdar.envs.alfworld", "AlfworldEnv"),
     "webshop": ("trl_sdar.envs.webshop", "WebShopEnv"),
     "search_qa": ("trl_sdar.envs.search_qa", "SearchQAEnv"),
+    "doors": ("trl_sdar.envs.doors", "DoorsEnv"),
 }
 
 

@@ -16,7 +16,7 @@ from trl_sdar.agent.rollout import ROLLOUT_UNITS
 from trl_sdar.method.turns.advantages import ADVANTAGE_SCOPES
 from trl_sdar.skills.reference_rules import SKILLS_RULES
 
-SKILL_MODES = ("rules", "all", "bm25", "embedding", "none")
+SKILL_MODES = ("rules", "all", "bm25", "embedding", "task", "none")
 ENV_SOURCES = ("builtin", "real")
 DIFFICULTIES = ("tiny", "easy", "default")  # trl_sdar.envs.alfworld_games.DIFFICULTY_LEVELS
 
@@ -34,6 +34,18 @@ def check_at_least(args, lows: dict[str, int]) -> None:
         value = getattr(args, name)
         if value is not None and value < low:
             raise ValueError(f"{name}={value!r} is not valid; expected an integer >= {low}.")
+
+
+def parse_env_options(value: dict | str | None) -> dict | None:
+    """`env_options` as a mapping: a YAML mapping as it is, a JSON object given on the command line parsed."""
+    if isinstance(value, str):  # `--env_options '{"goals": "human"}'` on the command line
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"env_options={value!r} is not valid; expected a JSON object ({err}).") from None
+    if value is not None and not isinstance(value, dict):
+        raise ValueError(f"env_options={value!r} is not valid; expected a mapping of argument names.")
+    return value
 
 
 @dataclass
@@ -105,8 +117,9 @@ class SDARScriptArguments(ScriptArguments):
         > Parameters that control the skills (privileged context)
 
         skills (`str`, *optional*, defaults to `"rules"`):
-            Skill selection: `"rules"` (the paper's), `"all"`, `"bm25"`, `"embedding"`, or `"none"` (no teacher
-            context: with `sdar_coef > 0` nothing is distilled).
+            Skill selection: `"rules"` (the paper's), `"all"`, `"bm25"`, `"embedding"`, `"task"` (the task's own
+            context from its environment, e.g. the doors world's `context`), or `"none"` (no teacher context: with
+            `sdar_coef > 0` nothing is distilled).
         skills_path (`str` or `None`, *optional*):
             A skill folder in the published format; default: the project's own bank for `env_name`.
         skills_rules (`str`, *optional*, defaults to `"project"`):
@@ -126,7 +139,9 @@ class SDARScriptArguments(ScriptArguments):
     """
 
     dataset_name: str | None = field(default=None, metadata={"help": "Prompt dataset (only with env_name: null)."})
-    env_name: str | None = field(default="alfworld", metadata={"help": "alfworld | webshop | search_qa | null."})
+    env_name: str | None = field(
+        default="alfworld", metadata={"help": "alfworld | webshop | search_qa | doors | null."}
+    )
     env_source: str = field(default="builtin", metadata={"help": "builtin (offline generated) | real (your data)."})
     env_data_dir: str | None = field(default=None, metadata={"help": "Folder/file of the real benchmark data."})
     env_difficulty: str = field(default="default", metadata={"help": "Built-in ALFWorld size: tiny | easy | default."})
@@ -146,7 +161,7 @@ class SDARScriptArguments(ScriptArguments):
     history_window: int = field(default=2, metadata={"help": "Past (observation, action) pairs in a turn prompt."})
     parser: str = field(default="reference", metadata={"help": "reference (paper's rules) | strict."})
     advantage_over: str = field(default="turns", metadata={"help": "turn unit: GRPO stats over turns | episodes."})
-    skills: str = field(default="rules", metadata={"help": "rules | all | bm25 | embedding | none."})
+    skills: str = field(default="rules", metadata={"help": "rules | all | bm25 | embedding | task | none."})
     skills_path: str | None = field(default=None, metadata={"help": "Published-format skill folder to use."})
     skills_rules: str = field(default="project", metadata={"help": "project | reference | reference_release."})
     skills_top_k: int = field(default=1, metadata={"help": "Retrieved sections for bm25/embedding selection."})
@@ -167,14 +182,7 @@ class SDARScriptArguments(ScriptArguments):
             "parser": PARSERS,
             "advantage_over": ADVANTAGE_SCOPES,
         })  # fmt: skip
-        if isinstance(self.env_options, str):  # `--env_options '{"goals": "human"}'` on the command line
-            try:
-                self.env_options = json.loads(self.env_options)
-            except json.JSONDecodeError as err:
-                message = f"env_options={self.env_options!r} is not valid; expected a JSON object ({err})."
-                raise ValueError(message) from None
-        if self.env_options is not None and not isinstance(self.env_options, dict):
-            raise ValueError(f"env_options={self.env_options!r} is not valid; expected a mapping of argument names.")
+        self.env_options = parse_env_options(self.env_options)
         if self.env_name is not None and self.env_name not in ENV_CLASSES:
             valid = sorted(ENV_CLASSES)
             raise ValueError(f"env_name={self.env_name!r} is not valid; expected one of {valid} or null.")

@@ -9,7 +9,14 @@ from dataclasses import dataclass, field, fields
 
 from trl_sdar.agent.parsing import PARSERS
 from trl_sdar.agent.rollout import ROLLOUT_UNITS
-from trl_sdar.commands.recipe.args import DIFFICULTIES, ENV_SOURCES, SKILL_MODES, check_at_least, check_choices
+from trl_sdar.commands.recipe.args import (
+    DIFFICULTIES,
+    ENV_SOURCES,
+    SKILL_MODES,
+    check_at_least,
+    check_choices,
+    parse_env_options,
+)
 from trl_sdar.commands.sft.demos import SKILLS_LAYOUTS
 from trl_sdar.method.config import CONTEXT_PLACEMENTS
 
@@ -30,6 +37,9 @@ class WarmStartArguments:
             Built-in ALFWorld world size: `"tiny"`, `"easy"` or `"default"` (see `trl-sdar train`).
         questions_path (`str` or `None`, *optional*):
             Search-QA: demonstrate on these questions (Search-R1's JSONL or parquet).
+        env_options (`dict` or `None`, *optional*):
+            More arguments of the environment's constructor, as in `trl-sdar train` (e.g. the doors world's
+            `{"rule": "random", "context": "informative"}`: demonstrations that teach to follow the context only).
         num_demos (`int`, *optional*, defaults to `64`):
             Expert episodes to train on (tasks the expert does not win are skipped). Fewer demonstrations leave a
             partial agent, and room for RL.
@@ -73,18 +83,19 @@ class WarmStartArguments:
             adapter only (`trl-sdar eval` loads it).
     """
 
-    env_name: str = field(default="alfworld", metadata={"help": "alfworld | webshop | search_qa."})
+    env_name: str = field(default="alfworld", metadata={"help": "alfworld | webshop | search_qa | doors."})
     env_source: str = field(default="builtin", metadata={"help": "builtin | real."})
     env_data_dir: str | None = field(default=None, metadata={"help": "Real benchmark data."})
     env_difficulty: str = field(default="default", metadata={"help": "Built-in ALFWorld size: tiny | easy | default."})
     questions_path: str | None = field(default=None, metadata={"help": "Search-QA question file."})
+    env_options: dict | str | None = field(default=None, metadata={"help": "More environment arguments (JSON)."})
     num_demos: int = field(default=64, metadata={"help": "Expert demonstrations (episodes) to train on."})
     demo_task_start: int = field(default=128, metadata={"help": "First task id tried (eval uses 0..127)."})
     demo_manifest: str | None = field(default=None, metadata={"help": "Task ids to try: manifest file or name."})
     task_types: list[str] | None = field(default=None, metadata={"help": "Demonstrate only these task types."})
     demo_search: bool = field(default=False, metadata={"help": "ALFWorld: demonstrate searching for objects."})
     skills_fraction: float = field(default=0.0, metadata={"help": "Share of demonstrations showing the skills."})
-    skills: str = field(default="rules", metadata={"help": "rules | all | bm25 | embedding | none."})
+    skills: str = field(default="rules", metadata={"help": "rules | all | bm25 | embedding | task | none."})
     skills_layout: str = field(default="teacher", metadata={"help": "teacher (prefix tokens) | student (prompt)."})
     teacher_context_header: str = field(default="[Privileged Skill Information]\n", metadata={"help": "Header."})
     teacher_context_placement: str = field(default="prefix", metadata={"help": "prefix | system."})
@@ -114,13 +125,14 @@ class WarmStartArguments:
         if not 0.0 <= self.skills_fraction <= 1.0:
             raise ValueError(f"skills_fraction={self.skills_fraction!r} is not valid; expected 0 <= fraction <= 1.")
         if self.skills_fraction > 0 and self.skills == "none":
-            raise ValueError("skills_fraction > 0 needs skills to show: set skills to rules|all|bm25|embedding.")
+            raise ValueError("skills_fraction > 0 needs skills to show: set skills to rules|all|bm25|embedding|task.")
+        self.env_options = parse_env_options(self.env_options)
 
 
 def make_sft_parser():
-    from trl import ModelConfig, SFTConfig, TrlParser
+    from trl import ModelConfig, TrlParser
 
-    from trl_sdar.method.config import adopt_activation_checkpointing
+    from trl_sdar.commands.sft.config import WarmStartSFTConfig
 
     class RecipeParser(TrlParser):
         def error(self, message: str):
@@ -135,14 +147,6 @@ def make_sft_parser():
             ]
             epilog = "The other options are TRL's SFTConfig fields (TrainingArguments among them)."
             return format_recipe_help(self, sections, epilog)
-
-    @dataclass
-    class WarmStartSFTConfig(SFTConfig):
-        """TRL's `SFTConfig`, with its checkpointing flag under transformers' current name (no FutureWarning)."""
-
-        def __post_init__(self):
-            adopt_activation_checkpointing(self)
-            super().__post_init__()
 
     description = "Warm start: supervised fine-tuning on expert demonstrations, from a YAML recipe and overrides."
     return RecipeParser(

@@ -124,11 +124,14 @@ class ExpertGenerator:
             elif verb == "go to":
                 self.here = where
                 self.visited.add(where)
-        else:
+        elif self.env.name in ("search_qa", "webshop"):
             action = self.env.expert_action()
             explain = search_rationale if self.env.name == "search_qa" else webshop_rationale
             why = explain(self.task, action, self.searches, rng)
             self.searches += action.startswith("search[")
+        else:  # any other world (e.g. doors): a short plain reason that names the move and nothing more
+            action = self.env.expert_action()
+            why = f"The best move now is to {action}."
         if self.env.action_tag == "search_qa":
             return f"<think>{why}</think>{search_action_text(action)}"
         return f"<think>{why}</think><action>{action}</action>"

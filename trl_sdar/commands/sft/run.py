@@ -42,7 +42,7 @@ def demo_task_ids(warm: WarmStartArguments) -> list[int]:
 
 
 def build_demonstrations(warm: WarmStartArguments, tokenizer, seed: int) -> tuple[list[Demonstration], dict]:
-    from trl_sdar.commands.environments import env_kwargs
+    from trl_sdar.commands.environments import check_env_options, env_kwargs
     from trl_sdar.envs import make_env
     from trl_sdar.envs.selection import select_task_types
 
@@ -50,11 +50,14 @@ def build_demonstrations(warm: WarmStartArguments, tokenizer, seed: int) -> tupl
     kwargs = env_kwargs(warm.env_name, source=warm.env_source, data_dir=warm.env_data_dir,
                         difficulty=warm.env_difficulty, max_task_id=max(task_ids),
                         questions_path=warm.questions_path)  # fmt: skip
+    if warm.env_options:
+        check_env_options(warm.env_name, warm.env_options)
+        kwargs.update(warm.env_options)
     skills = None
     if warm.skills_fraction > 0:
-        from trl_sdar.skills import SkillSelector
+        from trl_sdar.skills.task_context import skills_for
 
-        skills = SkillSelector.builtin(warm.env_name, mode=warm.skills)
+        skills = skills_for(warm.env_name, warm.skills)
     settings = DemoSettings(
         rollout_unit=warm.rollout_unit, history_window=warm.history_window, parser=warm.parser,
         max_turns=warm.max_turns, max_turn_tokens=warm.max_turn_tokens, max_episode_tokens=warm.max_episode_tokens,
