@@ -61,3 +61,16 @@ logging_steps: 1
     log = next(h for h in json.loads((tmp_path / "run" / "log_history.json").read_text()) if "loss" in h)
     assert log["sdar/rows_without_teacher"] == log["turn/padding_rows"]  # every real row had the task's context
     assert log["sdar/context_tokens"] > 0 and "env/doors/success" in log
+
+
+def test_eval_takes_env_options_and_the_task_context(tmp_path):
+    from _cli import error_line
+
+    report = tmp_path / "random.json"
+    main(["eval", "--env", "doors", "--policy", "random", "--num-tasks", "30", "--env-options", '{"rooms": 1}',
+          "--output", str(report)])  # fmt: skip
+    assert json.loads(report.read_text())["num_tasks"] == 30
+    assert "['roms'] is no argument of the doors environment" in error_line(
+        ["eval", "--env", "doors", "--policy", "random", "--env-options", '{"roms": 1}'])  # fmt: skip
+    assert "env_options='x' is not valid; expected a JSON object" in error_line(
+        ["eval", "--env", "doors", "--policy", "random", "--env-options", "x"])  # fmt: skip

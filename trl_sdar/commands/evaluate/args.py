@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from trl_sdar.commands.argtypes import NON_NEGATIVE, POSITIVE, OneLineParser, name_list, positive_float, seed_list
-from trl_sdar.commands.recipe.args import DIFFICULTIES
+from trl_sdar.commands.recipe.args import DIFFICULTIES, SKILL_MODES, parse_env_options
 from trl_sdar.envs import ENV_CLASSES
 
 HELP = "evaluate a model checkpoint or a scripted policy over a pinned task list"
@@ -54,11 +54,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--parser", choices=["reference", "strict"], default="reference", help="how turns are read")
     p.add_argument("--batch-size", type=POSITIVE, default=16, help="model: episodes generated together")
     p.add_argument("--student-skills", action="store_true", help="Skill-GRPO models: show skills in the prompt")
+    p.add_argument(
+        "--skills",
+        choices=[m for m in SKILL_MODES if m != "none"],
+        default="rules",
+        help="with --student-skills: how they are selected (task: the task's own context, e.g. doors)",
+    )
+    p.add_argument(
+        "--env-options",
+        type=_env_options,
+        default=None,
+        help="more environment arguments as JSON, as a recipe's env_options (e.g. '{\"rooms\": 1}')",
+    )
     p.add_argument("--env-source", choices=["builtin", "real"], default="builtin")
     p.add_argument("--env-data-dir", default=None, help="real benchmark data (see README)")
     p.add_argument("--env-difficulty", choices=DIFFICULTIES, default="default", help="built-in ALFWorld")
     p.add_argument("--workers", type=POSITIVE, default=4, help="scripted policy: concurrent episodes")
     p.add_argument("--output", type=Path, default=None, help="write the JSON report here")
+
+
+def _env_options(text: str) -> dict:
+    try:
+        return parse_env_options(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def parse_eval_args(argv: list[str]) -> argparse.Namespace:

@@ -14,7 +14,7 @@ from trl_sdar.envs import ENV_CLASSES
 
 
 def _eval_setup(args: argparse.Namespace):
-    from trl_sdar.commands.environments import env_kwargs
+    from trl_sdar.commands.environments import check_env_options, env_kwargs
     from trl_sdar.envs import make_env
 
     manifest = load_manifest(args.manifest) if args.manifest else None
@@ -35,6 +35,9 @@ def _eval_setup(args: argparse.Namespace):
     kwargs = env_kwargs(env_name, source=args.env_source, data_dir=args.env_data_dir, difficulty=args.env_difficulty,
                         max_task_id=max(task_ids))  # fmt: skip
     kwargs.update((manifest or {}).get("env_kwargs", {}))
+    if args.env_options:
+        check_env_options(env_name, args.env_options)
+        kwargs.update(args.env_options)
     if args.task_types:
         from trl_sdar.envs.selection import select_task_types
 
@@ -75,9 +78,9 @@ def _run_eval(args: argparse.Namespace) -> dict:
         model, tokenizer = load_policy(resolve_model_path(args.model))
         skills = None
         if args.student_skills:
-            from trl_sdar.skills import SkillSelector
+            from trl_sdar.skills.task_context import skills_for
 
-            skills = SkillSelector.builtin(env_name)
+            skills = skills_for(env_name, args.skills)
         seeds = args.seeds
         summary = evaluate_model(
             model, tokenizer, factory, task_ids, seeds=seeds, temperature=args.temperature, max_turns=args.max_turns,
