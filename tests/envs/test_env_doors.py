@@ -110,3 +110,18 @@ def test_prompts_stay_short():
     task = env.task(0)
     prompt = env.prompt(task, env.reset(0))
     assert len(prompt.split()) < 60 and "<action>" in prompt
+
+
+def test_the_shipped_evaluation_manifest_names_held_out_doors_tasks():
+    from trl_sdar.commands.manifests import load_manifest
+
+    manifest = load_manifest("doors_builtin_eval128")
+    env = DoorsEnv(**manifest["env_kwargs"])
+    assert manifest["env_name"] == "doors" and manifest["task_ids"] == list(range(128))  # training uses >= 128
+    wins = 0
+    for task_id in manifest["task_ids"]:
+        env.reset(task_id)
+        while not (result := env.step(env.expert_action())).done:
+            pass
+        wins += result.won
+    assert wins == 128
