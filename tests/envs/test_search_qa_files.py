@@ -27,3 +27,32 @@ def test_search_r1_test_file_keeps_its_seven_sources(search_r1_dir):
     questions = load_questions(search_r1_dir / "test.parquet")
     assert Counter(q.data_source for q in questions) == SEARCH_R1_TEST
     assert questions[0].question == "nq question 0?" and questions[0].golden_answers == ("nq answer 0",)
+
+
+def test_sdar_server_result_text_is_offered_json_wrapped():
+    import json
+
+    from trl_sdar.envs.search_qa import format_documents
+
+    rows = ["Zanora\nA city.", "Velmar\nA river."]
+    text = format_documents(rows, "sdar_json")
+    assert text == '{"result": "Doc 1: Zanora\\nA city.\\nDoc 2: Velmar\\nA river.\\n"}'  # escaped newlines
+    assert json.loads(text) == {"result": "Doc 1: Zanora\nA city.\nDoc 2: Velmar\nA river.\n"}
+    env = SearchQAEnv(doc_format="sdar_json")
+    env.reset(0)
+    assert env.step("search[zanora]").observation.text.startswith('{"result": "Doc 1: ')
+
+
+def test_webshop_history_keeps_the_formatted_page_not_the_raw_one():
+    from trl_sdar.agent.episode import Episode
+    from trl_sdar.agent.prompts import webshop_instruction, webshop_page
+    from trl_sdar.envs.webshop import WebShopEnv
+
+    env = WebShopEnv()
+    task, first = env.task(0), env.reset(0)
+    episode = Episode(task, env, [], observation=first)
+    after = env.step(env.expert_action()).observation
+    episode.remember("search[x]", first, after)
+    remembered = episode.history[0][0]
+    assert remembered == webshop_page(first.text, webshop_instruction(task)) == "'Search'"
+    assert task.instruction not in episode.step_prompt_text(2).split("Your last", 1)[1]

@@ -76,6 +76,6 @@ class Episode:
     def remember(self, action: str, before: Observation, after: Observation) -> None:
         """Store one step in the history the way the reference's memory does for this environment."""
         if history_pairs_follow_the_action(self.env.name):
-            self.history.append((remembered_observation(self.env.name, after), action))
+            self.history.append((remembered_observation(self.env.name, after, self.task), action))
         else:
-            self.history.append((remembered_observation(self.env.name, before), action))
+            self.history.append((remembered_observation(self.env.name, before, self.task), action))

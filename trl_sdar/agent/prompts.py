@@ -186,11 +186,15 @@ def generic_step(view: StepView, action_tag: str) -> str:
 STEP_TEMPLATES = {"alfworld": alfworld_step, "webshop": webshop_step, "search_qa": search_step}
 
 
-def remembered_observation(env_name: str, observation: Observation) -> str:
+def remembered_observation(env_name: str, observation: Observation, task: Task) -> str:
     """How an observation is written into later steps' history: Search-QA's results inside their
-    `<information>` block (empty when nothing was retrieved), everything else as the environment wrote it."""
+    `<information>` block (empty when nothing was retrieved); WebShop's page as the prompt shows it (the quoted
+    elements after the instruction, as the reference's memory stores it); everything else as the environment wrote
+    it."""
     if env_name == "search_qa":
         return information_block(observation.text) if observation.text.strip() else ""
+    if env_name == "webshop":
+        return webshop_page(observation.text, webshop_instruction(task))
     return observation.text
 
 

@@ -61,8 +61,12 @@ def format_documents(contents: Sequence[str], doc_format: str = "search_r1") -> 
     """Corpus rows ("title\\ntext") as the search tool shows them.
 
     "search_r1": "Doc 1(Title: title) text" lines (Search-R1's `_passages2string`, what its agents are trained on);
-    "sdar": "Doc 1: title\\ntext" (the SDAR reference tool's: "Doc i: " and the stripped row).
+    "sdar": "Doc 1: title\\ntext" (the SDAR reference tool's: "Doc i: " and the stripped row);
+    "sdar_json": what the SDAR tool hands the agent: those lines, each ending in a newline, wrapped as the JSON text
+    `{"result": "Doc 1: …\\n…"}` (newlines escaped).
     """
+    if doc_format == "sdar_json":
+        return json.dumps({"result": "".join(f"Doc {i}: {row.strip()}\n" for i, row in enumerate(contents, 1))})
     lines = []
     for i, row in enumerate(contents, start=1):
         if doc_format == "sdar":
@@ -97,7 +101,7 @@ class LocalRetriever:
 
 
 PROTOCOLS = ("both", "search_r1", "sdar")
-DOC_FORMATS = ("search_r1", "sdar")
+DOC_FORMATS = ("search_r1", "sdar", "sdar_json")
 
 
 class HttpRetriever:
