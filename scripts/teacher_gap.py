@@ -3,7 +3,8 @@
 Plays episodes with the model (turn unit, the step prompts RL uses), then scores every sampled token twice: as the
 student sees it (the step prompt) and as the SDAR teacher sees it (header + the task's context + the same prompt
 ids). Reports the gap Δ = log π(y | context, x) − log π(y | x): its mean over all sampled tokens, over the tokens
-inside `<action>…</action>` (the ones that decide what is played), the gate σ(β·Δ) there, and the same for the
+the context moves (|Δ| > 0.5: where the choice is made, often inside the rationale, before the action tags repeat
+it), over the tokens inside `<action>…</action>`, the gate σ(β·Δ) on each, and each turn's summed gap for turns of
 episodes that won and lost. A gap near 0 everywhere means the model ignores the context, and SDAR cannot differ
 from GRPO.
 
@@ -23,6 +24,8 @@ import sys
 from pathlib import Path
 
 import torch
+
+MOVED = 0.5  # |gap| above which a token counts as one the context moves (nats)
 
 
 def action_token_mask(tokenizer, completion_ids: list[int]) -> list[bool]:
@@ -101,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
     rows = rollout.turn_rows(episodes, with_logprobs=False)
     contexts = ContextTokenizer(tokenizer, placement="prefix", header=args.header)
     bos = prompt_bos_token_id(tokenizer)
-    every, actions, by_outcome = [], [], {"won": [], "lost": []}
+    every, actions, turn_sums = [], [], {"won": [], "lost": []}
     columns = ("prompt_ids", "completion_ids", "privileged_context", "episode_index")
     for prompt, completion, context, episode in zip(*(rows[c] for c in columns), strict=True):
         context_ids = contexts(context)
@@ -117,13 +120,15 @@ def main(argv: list[str] | None = None) -> dict:
         mask = action_token_mask(tokenizer, completion)
         every += gaps
         actions += [g for g, m in zip(gaps, mask, strict=True) if m]
-        by_outcome["won" if episodes[episode].won else "lost"] += [g for g, m in zip(gaps, mask, strict=True) if m]
+        turn_sums["won" if episodes[episode].won else "lost"].append(sum(gaps))
     report = {
         "model": args.model, "env": args.env, "env_options": options, "skills": args.skills,
         "episodes": len(episodes), "success": statistics.fmean(e.won for e in episodes),
         "all_tokens": summary(every, args.beta), "action_tokens": summary(actions, args.beta),
-        "action_tokens_won": summary(by_outcome["won"], args.beta),
-        "action_tokens_lost": summary(by_outcome["lost"], args.beta),
+        "moved_tokens": {**summary([g for g in every if abs(g) > MOVED], args.beta),
+                         "share": sum(abs(g) > MOVED for g in every) / max(len(every), 1)},
+        "turn_gap_sum": {k: {"turns": len(v), "mean": statistics.fmean(v) if v else None}
+                         for k, v in turn_sums.items()},
     }  # fmt: skip
     text = json.dumps(report, indent=2)
     print(text)

@@ -40,3 +40,5 @@ def test_report_on_the_doors_world(gap, tiny_model_dir, tmp_path):
                        "--max-turn-tokens", "12", "--output", str(tmp_path / "gap.json")])  # fmt: skip
     assert report["episodes"] == 4 and report["all_tokens"]["tokens"] > 0
     assert math.isfinite(report["all_tokens"]["gap_mean"]) and (tmp_path / "gap.json").is_file()
+    assert 0.0 <= report["moved_tokens"]["share"] <= 1.0
+    assert sum(v["turns"] for v in report["turn_gap_sum"].values()) > 0
