@@ -46,7 +46,12 @@ LORA_MODELS = ("qwen2.5-3b", "qwen3-1.7b")  # single-GPU LoRA variants exist for
 SERVER_LAYOUTS = ("server", "multinode_zero3", "multinode_fsdp2")
 SERVER_RECIPES = {"alfworld/sdar_qwen2.5-7b_server.yaml", "alfworld/sdar_qwen2.5-7b_multinode_zero3.yaml",
                   "alfworld/sdar_qwen2.5-7b_multinode_fsdp2.yaml"}  # fmt: skip
-LAYOUTS = ("lora", *SERVER_LAYOUTS)
+# The paper's data, skills and teacher context (issue 19): real data, the published skill folder, the reference's rules.
+PAPER_RECIPES = {"alfworld/sdar_qwen2.5-3b_paper.yaml", "webshop/sdar_qwen2.5-7b_paper.yaml",
+                 "search_qa/sdar_qwen2.5-3b_paper.yaml"}  # fmt: skip
+PAPER_KEYS = {"env_source", "task_order_seed", "skills_path", "skills_rules"}
+PAPER_MAY_CHANGE = {"env_data_dir", "env_options", "retriever_url", "questions_path", "num_train_tasks"}
+LAYOUTS = ("lora", "paper", *SERVER_LAYOUTS)
 MAX_TURNS = {"alfworld": 50, "webshop": 15, "search_qa": 4}
 KL_BETA = {"alfworld": 0.01, "webshop": 0.01, "search_qa": 0.001}
 TASKS_PER_STEP = {"alfworld": 16, "webshop": 16, "search_qa": 128}  # × 8 episodes each
@@ -124,7 +129,7 @@ def test_the_expected_recipes_exist():
             expected |= {f"{bench}/{method}_{model}.yaml" for method in METHODS}
             if model in LORA_MODELS:
                 expected |= {f"{bench}/sdar_{model}_lora.yaml", f"{bench}/grpo_{model}_lora.yaml"}
-    assert {_id(p) for p in RECIPES} == expected | SERVER_RECIPES
+    assert {_id(p) for p in RECIPES} == expected | SERVER_RECIPES | PAPER_RECIPES
     assert {p.stem for p in ACCELERATE_DIR.glob("*.yaml")} == set(ACCELERATE_EXPECTED)
 
 
@@ -236,6 +241,8 @@ def test_variant_differs_from_its_sdar_recipe_only_in_documented_keys(path):
         expected, optional = (LORA_KEYS, LORA_MAY_CHANGE) if method == "sdar" else (BASELINE_KEYS[method], set())
         if layout in SERVER_LAYOUTS:
             expected, optional = SERVER_KEYS, SERVER_MAY_CHANGE
+        if layout == "paper":
+            expected, optional = PAPER_KEYS, PAPER_MAY_CHANGE
     assert differing_keys(load(path), load(_reference(path))) - optional == expected | RUN_KEYS
 
 
