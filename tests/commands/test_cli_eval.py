@@ -73,7 +73,7 @@ def test_bad_arguments_fail_clearly():
         (["--workers", "0"], "--workers: 0 is not valid"),
         (["--batch-size", "-1"], "--batch-size: -1 is not valid"),
         (["--max-turn-tokens", "0"], "--max-turn-tokens: 0 is not valid"),
-        (["--temperature", "0"], "--temperature: 0.0 is not valid; expected a number > 0"),
+        (["--temperature", "-1"], "--temperature: -1.0 is not valid; expected a number >= 0"),
         (["--seeds", "0,a"], "--seeds: '0,a' is not valid; expected comma-separated integers"),
         (["--seeds", "1,1"], "repeats a seed"),
         (["--env-source", "nope"], "invalid choice: 'nope'"),
@@ -118,7 +118,7 @@ def test_eval_model_reports_avg_over_seeds_deterministically(tiny_model_dir, tmp
     assert 0.0 <= report["success_rate"] <= 1.0 and report["success_rate_std"] >= 0.0
     assert all(1 <= e["turns"] <= 2 for s in report["per_seed"] for e in s["episodes"])
     assert reports[0]["per_seed"] == reports[1]["per_seed"]  # seeded sampling: reproducible
-    assert report["agent_loop"] == {"rollout_unit": "turn", "history_window": 2, "parser": "reference"}
+    assert report["agent_loop"] == {"rollout_unit": "turn", "history_window": 4, "parser": "reference"}  # Search
     assert "transcripts" not in report
     out = tmp_path / "transcripts.json"
     main([*args, "--transcripts", "4", "--output", str(out)])  # more than one batch of 2, fewer than 3 x 2 episodes

@@ -46,7 +46,7 @@ LORA_MODELS = ("qwen2.5-3b", "qwen3-1.7b")  # single-GPU LoRA variants exist for
 SERVER_LAYOUTS = ("server", "multinode_zero3", "multinode_fsdp2")
 SERVER_RECIPES = {"alfworld/sdar_qwen2.5-7b_server.yaml", "alfworld/sdar_qwen2.5-7b_multinode_zero3.yaml",
                   "alfworld/sdar_qwen2.5-7b_multinode_fsdp2.yaml"}  # fmt: skip
-# The paper's data, skills and teacher context (issue 19): real data, the published skill folder, the reference's rules.
+# The paper's data, skills and teacher context (issue 19): real data, the published skill folder, reference rules.
 PAPER_RECIPES = {"alfworld/sdar_qwen2.5-3b_paper.yaml", "webshop/sdar_qwen2.5-7b_paper.yaml",
                  "search_qa/sdar_qwen2.5-3b_paper.yaml"}  # fmt: skip
 PAPER_KEYS = {"env_source", "task_order_seed", "skills_path", "skills_rules"}

@@ -136,7 +136,8 @@ def test_local_jsonl_corpus_and_question_file(tmp_path):
         json.dumps({"question": "When was Velmora founded?", "golden_answers": ["1312"], "data_source": "nq"}) + "\n"
     )
     env = SearchQAEnv(corpus_path=corpus, questions_path=questions)
-    assert env.task(0).task_type == "single_hop" and env.task(0).info["golden_answers"] == ["1312"]
+    assert env.task(0).task_type == "nq" and env.task(0).info["golden_answers"] == ["1312"]  # a file: by source
+    assert env.task(0).info["kind"] == "single_hop"
     env.reset(0)
     assert env.step("search[Velmora founded]").observation.text.startswith("Doc 1(Title: Velmora)")
     with pytest.raises(FileNotFoundError, match="missing.jsonl"):

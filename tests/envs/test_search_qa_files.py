@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from conftest import SDAR_SYSTEM, SEARCH_R1_TEST, write_sdar_parquet
+from real_data_trees import SDAR_SYSTEM, SEARCH_R1_TEST, write_sdar_parquet
 
 from trl_sdar.envs.search_qa import SearchQAEnv, load_questions
 

@@ -41,6 +41,14 @@ def env_kwargs(
     return {**kwargs, "corpus_path": data_dir} if real else kwargs
 
 
+HISTORY_WINDOWS = {"alfworld": 2, "webshop": 2, "search_qa": 4}  # the paper's k past (observation, action) pairs
+
+
+def default_history_window(env_name: str) -> int:
+    """The paper's history window of a benchmark (2 for ALFWorld and WebShop, 4 for Search-QA)."""
+    return HISTORY_WINDOWS[env_name]
+
+
 def training_env_kwargs(script: SDARScriptArguments) -> dict:
     """The environment's constructor arguments for training on a recipe's tasks (`env_options` last)."""
     kwargs = env_kwargs(
@@ -101,13 +109,14 @@ def build_env_rollout(script: SDARScriptArguments):
     from trl_sdar.envs import make_env
 
     kwargs = training_env_kwargs(script)
+    window = script.history_window
     settings = RolloutSettings(
         max_turns=script.max_turns,
         max_turn_tokens=script.max_turn_tokens,
         step_timeout_s=script.env_step_timeout,
         num_workers=script.env_workers,
         rollout_unit=script.rollout_unit,
-        history_window=script.history_window,
+        history_window=default_history_window(script.env_name) if window is None else window,
         parser=script.parser,
         advantage_over=script.advantage_over,
     )

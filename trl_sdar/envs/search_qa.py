@@ -258,10 +258,17 @@ class SearchQAEnv:
             raise ValueError(f"Search-QA task_id must be non-negative, got {task_id}.")
         return make_question(self._kb, self.seed, task_id)
 
+    @property
+    def num_tasks(self) -> int | None:
+        """Questions in the question file; None for the generated questions (any id >= 0 is a task)."""
+        return None if self._questions is None else len(self._questions)
+
     def task(self, task_id: int) -> Task:
+        """A question file's task type is its `data_source` (nq, hotpotqa, …: the reference reports each source);
+        a generated question's is its kind (single_hop, multi_hop, comparison)."""
         q = self.question(task_id)
-        info = {"data_source": q.data_source, "golden_answers": list(q.golden_answers)}
-        return Task(self.name, task_id, q.question, q.kind, info)
+        info = {"data_source": q.data_source, "golden_answers": list(q.golden_answers), "kind": q.kind}
+        return Task(self.name, task_id, q.question, q.kind if self._questions is None else q.data_source, info)
 
     def reset(self, task_id: int) -> Observation:
         self._question = self.question(task_id)

@@ -176,12 +176,14 @@ def eval_argv(spec: CompareSpec, model: str, manifest: str, student_skills: bool
 
     argv = ["eval", "--model", model, "--manifest", manifest, "--seeds", ",".join(map(str, settings.seeds)),
             "--temperature", str(settings.temperature), "--batch-size", str(settings.batch_size),
-            "--rollout-unit", pick("rollout_unit"), "--history-window", str(pick("history_window")),
+            "--rollout-unit", pick("rollout_unit"),
             "--parser", pick("parser"), "--max-turn-tokens", str(pick("max_turn_tokens")),
             "--env-source", _recipe_value(recipe, "env_source", defaults),
             "--env-difficulty", _recipe_value(recipe, "env_difficulty", defaults)]  # fmt: skip
     if pick("max_turns") is not None:
         argv += ["--max-turns", str(pick("max_turns"))]
+    if pick("history_window") is not None:  # None: the benchmark's (eval picks it)
+        argv += ["--history-window", str(pick("history_window"))]
     if pick("rollout_unit") == "episode":
         argv += ["--max-episode-tokens", str(_recipe_value(recipe, "max_completion_length", defaults))]
     if _recipe_value(recipe, "env_data_dir", defaults):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from trl_sdar.commands.argtypes import NON_NEGATIVE, POSITIVE, OneLineParser, name_list, positive_float, seed_list
+from trl_sdar.commands.argtypes import NON_NEGATIVE, POSITIVE, OneLineParser, name_list, non_negative_float, seed_list
 from trl_sdar.commands.recipe.args import DIFFICULTIES, SKILL_MODES, parse_env_options
 from trl_sdar.envs import ENV_CLASSES
 
@@ -35,7 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--transcripts", type=NON_NEGATIVE, default=0,
                    help="model: keep the turns of the first N episodes (first seed) in the report")  # fmt: skip
     p.add_argument("--seeds", type=seed_list, default=[0], help="model: comma-separated sampling seeds (avg@k)")
-    p.add_argument("--temperature", type=positive_float, default=0.4, help="model sampling temperature (paper: 0.4)")
+    p.add_argument("--temperature", type=non_negative_float, default=0.4,
+                   help="model sampling temperature (paper: 0.4; 0: greedy, the reference's Search-QA evaluation)")
     p.add_argument("--max-turns", type=POSITIVE, default=None, help="turn limit (default: the benchmark's)")
     p.add_argument("--max-turn-tokens", type=POSITIVE, default=512, help="model: new tokens per turn")
     p.add_argument("--max-episode-tokens", type=POSITIVE, default=8192, help="model, episode unit: token budget")
@@ -48,8 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--history-window",
         type=NON_NEGATIVE,
-        default=2,
-        help="model, turn unit: past (observation, action) pairs per prompt (paper: 2; Search-QA 4)",
+        default=None,
+        help="model, turn unit: past (observation, action) pairs per prompt (default: the paper's, 2; Search-QA 4)",
     )
     p.add_argument("--parser", choices=["reference", "strict"], default="reference", help="how turns are read")
     p.add_argument("--batch-size", type=POSITIVE, default=16, help="model: episodes generated together")
@@ -68,6 +69,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--env-source", choices=["builtin", "real"], default="builtin")
     p.add_argument("--env-data-dir", default=None, help="real benchmark data (see README)")
+    p.add_argument("--questions-path", default=None,
+                   help="Search-QA: a question file (Search-R1's or SDAR's parquet, JSONL); without --num-tasks or "
+                        "--manifest every question of it is evaluated, reported per data source")
+    p.add_argument("--retriever-url", default=None, help="Search-QA: the retrieval server (e.g. SDAR's, on loopback)")
     p.add_argument("--env-difficulty", choices=DIFFICULTIES, default="default", help="built-in ALFWorld")
     p.add_argument("--workers", type=POSITIVE, default=4, help="scripted policy: concurrent episodes")
     p.add_argument("--output", type=Path, default=None, help="write the JSON report here")

@@ -28,12 +28,16 @@ def _eval_setup(args: argparse.Namespace):
         )
     if manifest and manifest["env_name"] not in ENV_CLASSES:
         raise ValueError(f"manifest env_name={manifest['env_name']!r} is not one of {sorted(ENV_CLASSES)}")
+    whole_file = not manifest and args.questions_path is not None and args.num_tasks is None
     if manifest:
         task_ids = list(manifest["task_ids"])
+    elif whole_file:  # the reference evaluates every question of the test file
+        task_ids = list(range(make_env(env_name, questions_path=args.questions_path).num_tasks))
     else:
         task_ids = list(range(args.task_start, args.task_start + (args.num_tasks or 20)))
     kwargs = env_kwargs(env_name, source=args.env_source, data_dir=args.env_data_dir, difficulty=args.env_difficulty,
-                        max_task_id=max(task_ids))  # fmt: skip
+                        max_task_id=max(task_ids), questions_path=args.questions_path,
+                        retriever_url=args.retriever_url, task_order_seed=None)  # fmt: skip
     kwargs.update((manifest or {}).get("env_kwargs", {}))
     if args.env_options:
         check_env_options(env_name, args.env_options)
@@ -56,6 +60,16 @@ def _eval_setup(args: argparse.Namespace):
     return env_name, task_ids, lambda: make_env(env_name, **kwargs)
 
 
+def _games_by_path(factory, task_ids: list[int]) -> list[str]:
+    """Each task's game path relative to its split (real ALFWorld's `Task.info["game"]`); empty for other tasks."""
+    env = factory()
+    try:
+        games = [env.task(task_id).info.get("game") for task_id in task_ids]
+    finally:
+        env.close()
+    return games if all(games) else []
+
+
 def run_eval(args: argparse.Namespace) -> dict:
     """`trl-sdar eval`: the report (also printed, and written to `--output`)."""
     with one_line_errors("eval"):
@@ -67,6 +81,10 @@ def _run_eval(args: argparse.Namespace) -> dict:
 
     output = report_path(args.output)  # checked before any episode runs (an existing folder gets eval_report.json)
     env_name, task_ids, factory = _eval_setup(args)
+    if args.history_window is None:
+        from trl_sdar.commands.environments import default_history_window
+
+        args.history_window = default_history_window(env_name)
     start, who = time.perf_counter(), args.model or args.policy
 
     def progress(done: int, total: int) -> None:
@@ -97,6 +115,9 @@ def _run_eval(args: argparse.Namespace) -> dict:
         report = {"env": env_name, "policy": args.policy, "seed": args.seed, **summarize(results)}
     print(file=sys.stderr)
     report["task_ids"] = task_ids
+    games = _games_by_path(factory, task_ids)
+    if games:  # real ALFWorld: which game each task id named, so a report pins its games by path
+        report["games"] = games
     report["manifest"] = args.manifest
     report["task_types"] = args.task_types
     report["seconds"] = round(time.perf_counter() - start, 2)

@@ -104,9 +104,9 @@ class SDARScriptArguments(ScriptArguments):
         rollout_unit (`str`, *optional*, defaults to `"episode"`):
             `"turn"`: every model turn is one training row on a bounded step prompt (the paper's loop; the paper
             recipes use it). `"episode"`: the whole episode is one completion, environment tokens masked.
-        history_window (`int`, *optional*, defaults to `2`):
-            Past (observation, action) pairs shown in a `turn` prompt (paper: 2 for ALFWorld/WebShop, 4 for
-            Search-QA).
+        history_window (`int` or `None`, *optional*):
+            Past (observation, action) pairs shown in a `turn` prompt; `None`: the paper's, 2 for ALFWorld/WebShop
+            and 4 for Search-QA.
         parser (`str`, *optional*, defaults to `"reference"`):
             How a turn's text is read: `"reference"` (the paper's rules; a format-invalid turn is penalised and
             still played) or `"strict"` (think first, exactly one action; an invalid turn is not played).
@@ -158,7 +158,7 @@ class SDARScriptArguments(ScriptArguments):
     env_workers: int = field(default=8, metadata={"help": "Concurrent environment steps."})
     subprocess_envs: bool = field(default=False, metadata={"help": "One process per environment instance."})
     rollout_unit: str = field(default="episode", metadata={"help": "turn (paper: a row per turn) | episode."})
-    history_window: int = field(default=2, metadata={"help": "Past (observation, action) pairs in a turn prompt."})
+    history_window: int | None = field(default=None, metadata={"help": "Past (observation, action) pairs per turn."})
     parser: str = field(default="reference", metadata={"help": "reference (paper's rules) | strict."})
     advantage_over: str = field(default="turns", metadata={"help": "turn unit: GRPO stats over turns | episodes."})
     skills: str = field(default="rules", metadata={"help": "rules | all | bm25 | embedding | task | none."})
@@ -191,6 +191,6 @@ class SDARScriptArguments(ScriptArguments):
         if self.num_train_tasks < 1:
             raise ValueError(f"num_train_tasks={self.num_train_tasks} is not valid; expected >= 1.")
         check_at_least(self, {"train_task_start": 0, "max_turn_tokens": 1, "env_workers": 1, "skills_top_k": 1,
-                              "max_turns": 1, "task_order_seed": 0})  # fmt: skip
+                              "max_turns": 1, "task_order_seed": 0, "history_window": 0})  # fmt: skip
         if not self.env_step_timeout > 0:
             raise ValueError(f"env_step_timeout={self.env_step_timeout!r} is not valid; expected seconds > 0.")
