@@ -123,7 +123,7 @@ def differing_keys(a: dict, b: dict) -> set[str]:
 
 def test_the_expected_recipes_exist():
     expected = {"quickstart/sdar_smollm2_alfworld_cpu.yaml", "quickstart/grpo_smollm2_alfworld_cpu.yaml",
-                "study/sdar_scratch_alfworld_cpu.yaml"}  # fmt: skip
+                "study/sdar_scratch_alfworld_cpu.yaml", "study/sdar_smollm2_doors_cpu.yaml"}  # fmt: skip
     for bench, models in PAPER_MODELS.items():
         for model in models:
             expected |= {f"{bench}/{method}_{model}.yaml" for method in METHODS}
