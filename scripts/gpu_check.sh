@@ -10,7 +10,8 @@
 # Options: --out DIR (default gpu_check_report), --wheels DIR (made by scripts/gpu_check_wheels.sh where there is
 # network: trl, datasets and what they need beyond torch/transformers/accelerate/peft/pytest/pyarrow), --python PY
 # (default: $PYTHON, else .venv/bin/python, else python3), --dry-run (= --device cpu; or GPU_CHECK_DEVICE=cpu),
-# --device cuda|cpu, --work DIR, --budget-s S (default 450 on cuda), --steps N, --eval-tasks N.
+# --device cuda|cpu, --work DIR (scratch: models, runs, installed wheels; default gpu_check_work/),
+# --budget-s S (default 450 on cuda), --steps N, --eval-tasks N.
 # It reads the GPU through torch only and changes no GPU setting; it installs nothing outside its work folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +26,7 @@ while [ $# -gt 0 ]; do
         --dry-run) DEVICE=cpu; shift ;;
         --device) DEVICE="$2"; shift 2 ;;
         --device=*) DEVICE="${1#*=}"; shift ;;
-        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; exit 0 ;;
         *) ARGS+=("$1"); shift ;;
     esac
 done

@@ -48,7 +48,7 @@ class Check:
     def __init__(self, args: argparse.Namespace):
         self.args = args
         self.out = Path(args.out).resolve()
-        self.work = Path(args.work).resolve() if args.work else self.out / "work"
+        self.work = Path(args.work).resolve()
         self.device = args.device
         self.started = time.time()
         self.deadline = self.started + args.budget_s
@@ -314,7 +314,8 @@ def _short(value) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="scripts/gpu_check.sh", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="gpu_check_report", help="report folder (default: gpu_check_report)")
-    parser.add_argument("--work", default=None, help="scratch: models, runs, installed wheels (default: OUT/work)")
+    parser.add_argument("--work", default=str(ROOT / "gpu_check_work"),
+                        help="scratch: models, runs, installed wheels (default: gpu_check_work/)")  # fmt: skip
     parser.add_argument("--wheels", default=None, help="folder filled by scripts/gpu_check_wheels.sh to install from")
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
                         help="cuda (the check) or cpu (a dry run: fp32, the GPU tests skip)")  # fmt: skip

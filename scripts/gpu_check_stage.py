@@ -176,7 +176,7 @@ def train_recipe(device: str, unit: str, generation: str, steps: int) -> dict:
     if unit == "turn":
         recipe["max_tokens_per_backward"] = 512  # several backward passes per micro-batch: the split-pass path
     if generation == "vllm":
-        recipe.update(vllm_mode="colocate", vllm_gpu_memory_utilization=0.25, vllm_max_model_length=2048,
+        recipe.update(vllm_mode="colocate", vllm_gpu_memory_utilization=0.25, vllm_max_model_length=4096,
                       vllm_enable_sleep_mode=False)  # fmt: skip
     return recipe
 

@@ -22,7 +22,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --python-version) PYVER="$2"; shift 2 ;;
         --arch) ARCH="$2"; shift 2 ;;
-        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; exit 0 ;;
         -*) echo "gpu_check_wheels.sh: unknown option $1" >&2; exit 2 ;;
         *) DIR="$1"; shift ;;
     esac

@@ -26,7 +26,8 @@ def test_dry_run_runs_every_stage_and_reports_a_failed_one(tmp_path):
     empty_wheels.mkdir()  # no requirements.txt: install_wheels fails, and every later stage still runs
     out = tmp_path / "report"
     cmd = ["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--dry-run", "--python", sys.executable, "--out", str(out),
-           "--wheels", str(empty_wheels), "--steps", "2", "--eval-tasks", "2"]  # fmt: skip
+           "--work", str(tmp_path / "work"), "--wheels", str(empty_wheels), "--steps", "2",
+           "--eval-tasks", "2"]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
 
