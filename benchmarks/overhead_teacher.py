@@ -66,6 +66,7 @@ def unshared_noise_floor(trainer, batch: dict[str, Any], unshared, rows: int, ex
         "teacher_prompt_mask": torch.cat([mask.new_zeros((rows, extra_pad)), mask], dim=1),
         "completion_ids": batch["completion_ids"][:rows],
         "completion_mask": batch["completion_mask"][:rows],
+        "sdar_row_mask": batch["sdar_row_mask"][:rows],
     }
     supported, trainer._share_teacher_prefix = trainer._share_teacher_prefix, False
     try:

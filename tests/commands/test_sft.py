@@ -11,7 +11,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from trl_sdar.agent.parsing import parse_turn
-from trl_sdar.agent.prompts import StepView, step_prompt
+from trl_sdar.agent.prompts import StepView, remembered_observation, step_prompt
 from trl_sdar.commands.sft import DemoSettings, completion_loss, parse_sft_args, render_demonstrations, to_dataset
 from trl_sdar.commands.sft.rationale import alfworld_rationale, webshop_rationale
 from trl_sdar.envs import make_env
@@ -43,7 +43,7 @@ def _replay_prompts(env, task_id, actions, window):
     for action in actions:
         prompts.append(step_prompt(env.name, env.action_tag, StepView(task, obs, tuple(history[-window:]),
                                                                      len(history))))  # fmt: skip
-        history.append((obs.text, action))
+        history.append((remembered_observation(env.name, obs, task), action))  # WebShop: the formatted page
         obs = env.step(action).observation
     return prompts
 

@@ -45,8 +45,9 @@ HISTORY_WINDOWS = {"alfworld": 2, "webshop": 2, "search_qa": 4}  # the paper's k
 
 
 def default_history_window(env_name: str) -> int:
-    """The paper's history window of a benchmark (2 for ALFWorld and WebShop, 4 for Search-QA)."""
-    return HISTORY_WINDOWS[env_name]
+    """The paper's history window of a benchmark (2 for ALFWorld and WebShop, 4 for Search-QA); 2 for worlds the
+    paper did not use (doors)."""
+    return HISTORY_WINDOWS.get(env_name, 2)
 
 
 def training_env_kwargs(script: SDARScriptArguments) -> dict:
