@@ -13,7 +13,7 @@ episode. One `Script` (frozen settings) describes a variant; the presets are the
 `EnvRollout` takes a zero-argument factory: pass a preset (`EnvRollout(ScriptedEnv.counter)`) or
 `functools.partial(ScriptedEnv.counter, release=event)`. `make_tiny_model_dir` builds the tiny chat model;
 `free_port()` finds a TCP port for a test's process group; `run_two_processes` starts a worker script as 2 local
-processes (torch's launcher, gloo on CPU).
+processes (torch's launcher, gloo on CPU); `rank_reports` does so for a worker that writes one JSON report per rank.
 """
 
 from __future__ import annotations
@@ -92,6 +92,19 @@ def run_two_processes(script, *args: str, timeout: float = 300) -> subprocess.Co
            str(script), *args]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def rank_reports(script, model_dir: str, out_dir, *flags: str, timeout: float = 300):
+    """Run a worker `script MODEL_DIR OUT_DIR [flags]` as 2 processes (`run_two_processes`) that writes
+    `<out_dir>/rank<r>.json`; returns the completed launcher and both ranks' reports (None where a rank wrote none)."""
+    import json
+    from pathlib import Path
+
+    out = Path(out_dir)
+    out.mkdir(parents=True)
+    result = run_two_processes(script, model_dir, str(out), *flags, timeout=timeout)
+    files = [out / f"rank{rank}.json" for rank in (0, 1)]
+    return result, [json.loads(f.read_text()) if f.is_file() else None for f in files]
 
 
 class ScriptedEnv:

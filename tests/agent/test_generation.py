@@ -334,21 +334,15 @@ def test_generator_is_collective_exactly_when_forwards_are(model, tokenizer, kin
 
 @pytest.mark.slow
 def test_fsdp2_ranks_whose_episodes_end_at_different_turns_generate_in_step(tiny_model_dir, tmp_path):
-    import json
     from pathlib import Path
 
-    from trl_sdar.testing import run_two_processes
+    from trl_sdar.testing import rank_reports
 
     worker = Path(__file__).parent / "_fsdp2_generation_worker.py"
-
-    def run(out, *flags):
-        out.mkdir()
-        return run_two_processes(worker, tiny_model_dir, str(out), *flags)
-
-    result = run(tmp_path / "in_step")
+    result, ranks = rank_reports(worker, tiny_model_dir, tmp_path / "in_step")
     assert result.returncode == 0, result.stderr[-3000:]
-    ranks = [json.loads((tmp_path / "in_step" / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["turns"] for r in ranks] == [[1, 1], [3, 3]]  # the ranks' episodes really end at different turns
     assert ranks[0]["forwards"] == ranks[1]["forwards"]  # every forward of rank 1 was joined by rank 0
     assert all(r["same_tokens"] for r in ranks)  # sharded greedy tokens = the unsharded model's
-    assert run(tmp_path / "unsynced", "--no-sync").returncode != 0  # the worker's data does need the fix
+    unsynced, _ = rank_reports(worker, tiny_model_dir, tmp_path / "unsynced", "--no-sync")
+    assert unsynced.returncode != 0  # the worker's data does need the fix

@@ -1,6 +1,5 @@
 """Shared-prefix teacher scoring: the grouping (pure) and the KV-reusing pass against TRL's unshared pass (fp32)."""
 
-import json
 from contextlib import nullcontext
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,7 +21,7 @@ from trl_sdar.method.prefix_scoring import (
     prefix_sharing_unsupported_reason,
     shared_prefix_logps,
 )
-from trl_sdar.testing import run_two_processes
+from trl_sdar.testing import rank_reports
 
 TOL = 1e-5
 PAD = 0
@@ -229,17 +228,12 @@ def test_fsdp2_two_processes_with_different_prefix_groups_stay_in_step(tiny_mode
     # Each rank scores a batch of its own (rank 0 needs more forward calls than rank 1); under FSDP2 every forward is
     # a collective. Without `most_forwards` rank 1 runs out of forwards first and the ranks fall out of step.
     worker = Path(__file__).parent / "_fsdp2_prefix_worker.py"
-
-    def run(out, *flags):
-        out.mkdir()
-        return run_two_processes(worker, tiny_model_dir, str(out), *flags)
-
-    result = run(tmp_path / "in_step")
+    result, ranks = rank_reports(worker, tiny_model_dir, tmp_path / "in_step")
     assert result.returncode == 0, result.stderr[-3000:]
-    ranks = [json.loads((tmp_path / "in_step" / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["forwards"] == ranks[1]["forwards"] > 1
     assert all(r["max_error"] <= TOL for r in ranks), ranks  # the sharded shared pass = the plain unshared one
-    assert run(tmp_path / "unsynced", "--no-sync").returncode != 0  # the worker's data does need the fix
+    unsynced, _ = rank_reports(worker, tiny_model_dir, tmp_path / "unsynced", "--no-sync")
+    assert unsynced.returncode != 0  # the worker's data does need the fix
 
 
 def test_models_with_sliding_window_or_linear_layers_are_reported(fused_model):
