@@ -37,18 +37,21 @@ def build_parser() -> OneLineParser:
     return parser
 
 
-def main(argv: list[str] | None = None):
+def main(argv: list[str] | None = None) -> None:
+    """The `trl-sdar` command. Returns None: the console script exits with status 0 unless a command raises
+    (`SystemExit` with its one-line error); what a command computes goes to its files and its output."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["train"]:
         from trl_sdar.commands.train import main as train
 
-        return train(argv[1:])
-    if argv[:1] == ["sft"]:
+        train(argv[1:])
+    elif argv[:1] == ["sft"]:
         from trl_sdar.commands.sft.run import main as sft
 
-        return sft(argv[1:])
-    args = build_parser().parse_args(argv)
-    return args.run(args)
+        sft(argv[1:])
+    else:
+        args = build_parser().parse_args(argv)
+        args.run(args)
 
 
 if __name__ == "__main__":

@@ -163,3 +163,18 @@ def test_load_policy_uses_the_gpu_when_there_is_one(tiny_model_dir):
 
     model, _ = load_policy(tiny_model_dir)
     assert next(model.parameters()).device.type == "cuda"  # evaluation on the CPU made paper-scale eval unusable
+
+
+def test_the_console_script_exits_0_after_a_finished_command(tmp_path):
+    # the installed `trl-sdar` calls sys.exit(main()): a command's return value must not become the exit status
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "trl-sdar"
+    argv = [str(script), "eval", "--env", "doors", "--policy", "random", "--num-tasks", "3", "--output",
+            str(tmp_path / "r.json")]  # fmt: skip
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "'success_rate'" not in result.stderr  # the report was not dumped as an exit message
+    assert (tmp_path / "r.json").is_file()
