@@ -30,6 +30,7 @@ from trl_sdar.agent.generation import Generated, Generator, make_generator
 from trl_sdar.agent.parsing import PARSERS, ParsedTurn, parse_turn
 from trl_sdar.agent.prompts import STEP_TEMPLATES, StepView, search_action_text, step_prompt
 from trl_sdar.envs.base import AgentEnv, Observation, StepResult, Task
+from trl_sdar.method.teacher_sharding import any_over_processes
 from trl_sdar.method.turns.advantages import ADVANTAGE_SCOPES
 
 logger = logging.getLogger(__name__)
@@ -182,7 +183,7 @@ class EnvRollout:
             budget = min(self.settings.max_turn_tokens, trainer.args.max_completion_length)
         # vLLM (colocated) and sharded HF generation are collectives: every process plays the same number of turns
         in_step = trainer.args.use_vllm or getattr(generator, "collective", False)
-        sync = _any_active_fn(trainer.accelerator) if in_step else None
+        sync = any_over_processes(trainer.accelerator) if in_step else None
         task_ids = [self.task_id_of(p) for p in prompts]
         turns = ChatTurns(tokenizer, getattr(trainer, "chat_template_kwargs", None))
         with generator:  # frees the KV caches, or puts vLLM back to sleep, once the episodes are played
@@ -408,16 +409,6 @@ class EnvRollout:
         if not with_logprobs:
             rows["logprobs"] = None
         return rows
-
-
-def _any_active_fn(accelerator) -> Callable[[bool], bool]:
-    import torch
-
-    def any_active(local: bool) -> bool:
-        flag = torch.tensor([float(local)], device=accelerator.device)
-        return bool(accelerator.reduce(flag, reduction="sum").item() > 0)
-
-    return any_active
 
 
 def env_reward(completions, env_reward, **kwargs) -> list[float | None]:

@@ -8,7 +8,11 @@ model over a good one.
 
 from __future__ import annotations
 
+import math
+
 import torch
+
+from trl_sdar.method.teacher_sharding import any_over_processes
 
 
 class NonFiniteWeightsError(RuntimeError):
@@ -36,7 +40,7 @@ def first_nonfinite_log(log_history: list[dict]) -> str | None:
     for entry in log_history:
         for key in ("loss", "grad_norm"):
             value = entry.get(key)
-            if isinstance(value, float) and not torch.isfinite(torch.tensor(value)):
+            if isinstance(value, float) and not math.isfinite(value):
                 return f"{key} was {value} at step {entry.get('step')}"
     return None
 
@@ -45,10 +49,7 @@ def check_finite_weights(trainer, output_dir: str | None) -> None:
     """Raise `NonFiniteWeightsError` naming the step when any process's weights are not finite (collective: every
     process calls it, as every process calls `save_model`)."""
     bad = nonfinite_parameters(trainer.model)
-    flag = torch.tensor([float(len(bad))], device=trainer.accelerator.device)
-    if trainer.accelerator.num_processes > 1:
-        flag = trainer.accelerator.reduce(flag, reduction="sum")
-    if flag.item() == 0:
+    if not any_over_processes(trainer.accelerator)(bool(bad)):
         return
     where = f"{len(bad)} tensors on this process, e.g. {bad[0]}" if bad else "on another process"
     first = first_nonfinite_log(trainer.state.log_history)

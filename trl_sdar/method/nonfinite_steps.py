@@ -18,6 +18,7 @@ import torch
 from transformers import TrainerCallback
 
 from trl_sdar.method.finite_weights import local_part
+from trl_sdar.method.teacher_sharding import any_over_processes
 
 logger = logging.getLogger("trl_sdar")
 METRIC = "train/nonfinite_step_skipped"
@@ -37,10 +38,8 @@ class SkipNonFiniteSteps(TrainerCallback):
         trainer = self.trainer
         if trainer.is_deepspeed_enabled:
             return
-        bad = torch.tensor([0.0 if gradients_finite(trainer.model) else 1.0], device=trainer.accelerator.device)
-        if trainer.accelerator.num_processes > 1:  # collective: every process reaches each optimizer step
-            bad = trainer.accelerator.reduce(bad, reduction="sum")
-        skipped = bool(bad.item() > 0)
+        # collective: every process reaches each optimizer step (FSDP shards the gradients)
+        skipped = any_over_processes(trainer.accelerator)(not gradients_finite(trainer.model))
         trainer._metrics["train"][METRIC].append(float(skipped))
         if skipped:
             for param in trainer.model.parameters():

@@ -36,6 +36,16 @@ def sharding_of(accelerator) -> str:
     return "none"
 
 
+def any_over_processes(accelerator) -> Callable[[bool], bool]:
+    """`f(flag)`: whether any process passes True (a collective: every process must call it)."""
+
+    def any_true(local: bool) -> bool:
+        flag = torch.tensor([float(local)], device=accelerator.device)
+        return bool(accelerator.reduce(flag, reduction="sum").item() > 0)
+
+    return any_true
+
+
 def most_over_processes(accelerator) -> Callable[[int], int]:
     """`f(n)`: the largest `n` any process passes (a collective: every process must call it)."""
 
