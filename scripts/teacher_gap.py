@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from trl_sdar.agent.generation import HFGenerator
     from trl_sdar.agent.rollout import ChatTurns, EnvRollout, RolloutSettings
-    from trl_sdar.commands.environments import check_env_options, env_kwargs
+    from trl_sdar.commands.environments import env_kwargs
     from trl_sdar.commands.evaluate.policy import load_policy
     from trl_sdar.commands.recipe.args import parse_env_options
     from trl_sdar.envs import make_env
@@ -88,8 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     torch.manual_seed(args.seed)
     options = parse_env_options(args.env_options) or {}
-    check_env_options(args.env, options)
-    kwargs = {**env_kwargs(args.env, max_task_id=args.task_start + args.num_tasks), **options}
+    kwargs = env_kwargs(args.env, max_task_id=args.task_start + args.num_tasks, options=options)
     model, tokenizer = load_policy(resolve_model_path(args.model))
     model.eval()
     settings = RolloutSettings(rollout_unit="turn", max_turn_tokens=args.max_turn_tokens,

@@ -15,30 +15,40 @@ def env_kwargs(
     max_task_id: int = 0,
     questions_path: str | None = None,
     task_order_seed: int | None = 0,
+    options: dict | None = None,
 ) -> dict:
     """Constructor arguments of an environment from recipe / CLI values (`max_task_id`: highest id to be used).
 
     `task_order_seed` applies to real data (ALFWorld's games, WebShop's goals, a Search-QA question file): task id i
     names the i-th item of that seed's permutation of the whole split (None: file order; `envs.task_order`).
+    `options` (a recipe's `env_options`, eval's `--env-options`) are checked against the constructor and come last.
     """
+    kwargs = _named_kwargs(env_name, source, data_dir, difficulty, retriever_url, max_task_id, questions_path,
+                           task_order_seed)  # fmt: skip
+    if options:
+        check_env_options(env_name, options)
+    return {**kwargs, **(options or {})}
+
+
+def _named_kwargs(env_name, source, data_dir, difficulty, retriever_url, max_task_id, questions_path, task_order_seed):
     real = source == "real"
     if env_name == "alfworld":
         from trl_sdar.envs.alfworld_games import DIFFICULTY_LEVELS
 
         kwargs = {"source": source, "difficulty": DIFFICULTY_LEVELS[difficulty]}
         return {**kwargs, "data_dir": data_dir, "task_order_seed": task_order_seed} if real else kwargs
-    if env_name == "doors":  # built in, nothing to load: its settings come from `env_options`
-        return {}
     if env_name == "webshop":
         from trl_sdar.envs.webshop_catalog import BUILTIN_NUM_GOALS
 
         if real:
             return {"source": "real", "data_dir": data_dir, "task_order_seed": task_order_seed}
         return {"num_goals": max(BUILTIN_NUM_GOALS, max_task_id + 1)}
-    kwargs = {"retriever_url": retriever_url, "questions_path": questions_path}
-    if questions_path is not None:
-        kwargs["task_order_seed"] = task_order_seed
-    return {**kwargs, "corpus_path": data_dir} if real else kwargs
+    if env_name == "search_qa":
+        kwargs = {"retriever_url": retriever_url, "questions_path": questions_path}
+        if questions_path is not None:
+            kwargs["task_order_seed"] = task_order_seed
+        return {**kwargs, "corpus_path": data_dir} if real else kwargs
+    return {}  # a world with nothing to load (doors): its settings are all `options`
 
 
 HISTORY_WINDOWS = {"alfworld": 2, "webshop": 2, "search_qa": 4}  # the paper's k past (observation, action) pairs
@@ -52,7 +62,7 @@ def default_history_window(env_name: str) -> int:
 
 def training_env_kwargs(script: SDARScriptArguments) -> dict:
     """The environment's constructor arguments for training on a recipe's tasks (`env_options` last)."""
-    kwargs = env_kwargs(
+    return env_kwargs(
         script.env_name,
         source=script.env_source,
         data_dir=script.env_data_dir,
@@ -61,11 +71,8 @@ def training_env_kwargs(script: SDARScriptArguments) -> dict:
         questions_path=script.questions_path,
         max_task_id=script.train_task_start + script.num_train_tasks - 1,
         task_order_seed=script.task_order_seed,
+        options=script.env_options,
     )
-    options = script.env_options or {}
-    if options:
-        check_env_options(script.env_name, options)
-    return {**kwargs, **options}
 
 
 def check_env_options(env_name: str, options: dict) -> None:

@@ -14,7 +14,7 @@ from trl_sdar.envs import ENV_CLASSES
 
 
 def _eval_setup(args: argparse.Namespace):
-    from trl_sdar.commands.environments import check_env_options, env_kwargs
+    from trl_sdar.commands.environments import env_kwargs
     from trl_sdar.envs import make_env
 
     manifest = load_manifest(args.manifest) if args.manifest else None
@@ -37,11 +37,8 @@ def _eval_setup(args: argparse.Namespace):
         task_ids = list(range(args.task_start, args.task_start + (args.num_tasks or 20)))
     kwargs = env_kwargs(env_name, source=args.env_source, data_dir=args.env_data_dir, difficulty=args.env_difficulty,
                         max_task_id=max(task_ids), questions_path=args.questions_path,
-                        retriever_url=args.retriever_url, task_order_seed=None)  # fmt: skip
-    kwargs.update((manifest or {}).get("env_kwargs", {}))
-    if args.env_options:
-        check_env_options(env_name, args.env_options)
-        kwargs.update(args.env_options)
+                        retriever_url=args.retriever_url, task_order_seed=None,
+                        options={**(manifest or {}).get("env_kwargs", {}), **(args.env_options or {})})  # fmt: skip
     if args.task_types:
         from trl_sdar.envs.selection import select_task_types
 

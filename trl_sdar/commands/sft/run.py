@@ -42,17 +42,14 @@ def demo_task_ids(warm: WarmStartArguments) -> list[int]:
 
 
 def build_demonstrations(warm: WarmStartArguments, tokenizer, seed: int) -> tuple[list[Demonstration], dict]:
-    from trl_sdar.commands.environments import check_env_options, env_kwargs
+    from trl_sdar.commands.environments import env_kwargs
     from trl_sdar.envs import make_env
     from trl_sdar.envs.selection import select_task_types
 
     task_ids = demo_task_ids(warm)
     kwargs = env_kwargs(warm.env_name, source=warm.env_source, data_dir=warm.env_data_dir,
                         difficulty=warm.env_difficulty, max_task_id=max(task_ids),
-                        questions_path=warm.questions_path)  # fmt: skip
-    if warm.env_options:
-        check_env_options(warm.env_name, warm.env_options)
-        kwargs.update(warm.env_options)
+                        questions_path=warm.questions_path, options=warm.env_options)  # fmt: skip
     skills = None
     if warm.skills_fraction > 0:
         from trl_sdar.skills.task_context import skills_for
