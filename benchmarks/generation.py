@@ -187,6 +187,9 @@ def format_table(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from trl_sdar.method.launch_check import refuse_multi_process
+
+    refuse_multi_process("benchmarks/generation.py")
     parser = settings_parser(Settings, __doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--output", type=Path, default=None, help="write the JSON report here")

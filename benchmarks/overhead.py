@@ -182,6 +182,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, str]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from trl_sdar.method.launch_check import refuse_multi_process
+
+    refuse_multi_process("benchmarks/overhead.py")
     settings, output = parse_args(argv)
     report = run_benchmark(settings, output, verbose=True)
     print(format_table(report))

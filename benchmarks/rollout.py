@@ -70,6 +70,9 @@ def bench_env(env_name: str, model_dir: str, steps: int, batch: int, workers: in
 
 
 def main() -> None:
+    from trl_sdar.method.launch_check import refuse_multi_process
+
+    refuse_multi_process("benchmarks/rollout.py")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--envs", default="alfworld,webshop,search_qa")
     parser.add_argument("--steps", type=int, default=3)

@@ -162,6 +162,9 @@ def format_sweep(sweep: dict[str, Any], points: list[bench.Settings]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from trl_sdar.method.launch_check import refuse_multi_process
+
+    refuse_multi_process("benchmarks/sweep.py")
     points, output = parse_args(argv)
     sweep = run_sweep(points, output, verbose=True)
     print(format_sweep(sweep, points))

@@ -91,6 +91,9 @@ def run_unit(opts: argparse.Namespace) -> dict:
 
 
 def main() -> None:
+    from trl_sdar.method.launch_check import refuse_multi_process
+
+    refuse_multi_process("benchmarks/units.py")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="builtin:smollm2")
     parser.add_argument("--tasks", type=int, default=2)

@@ -59,6 +59,9 @@ def summary(gaps: list[float], beta: float) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    from trl_sdar.method.launch_check import refuse_multi_process
+
+    refuse_multi_process("scripts/teacher_gap.py")
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True)
     parser.add_argument("--env", required=True)

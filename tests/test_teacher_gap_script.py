@@ -42,3 +42,9 @@ def test_report_on_the_doors_world(gap, tiny_model_dir, tmp_path):
     assert math.isfinite(report["all_tokens"]["gap_mean"]) and (tmp_path / "gap.json").is_file()
     assert 0.0 <= report["moved_tokens"]["share"] <= 1.0
     assert sum(v["turns"] for v in report["turn_gap_sum"].values()) > 0
+
+
+def test_a_multi_process_launch_is_refused_before_any_model_loads(gap, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SystemExit, match="scripts/teacher_gap.py: launched as 2 processes"):
+        gap.main(["--model", "/no/such/model", "--env", "doors"])

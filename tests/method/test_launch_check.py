@@ -45,3 +45,12 @@ def test_an_fsdp_config_run_without_sharding_is_said(monkeypatch, caplog, kind, 
     with caplog.at_level(logging.WARNING, logger="trl_sdar"):
         warn_if_sharding_dropped(SimpleNamespace(distributed_type=kind))
     assert ("asks for FSDP, but accelerate runs this MULTI_CPU" in caplog.text) is warned
+
+
+def test_one_process_tools_refuse_a_multi_process_launch(monkeypatch):
+    from trl_sdar.method.launch_check import refuse_multi_process
+
+    refuse_multi_process("benchmarks/generation.py")  # run directly: fine
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SystemExit, match=r"benchmarks/generation.py: launched as 2 processes, but it runs in one"):
+        refuse_multi_process("benchmarks/generation.py")

@@ -15,6 +15,16 @@ def launched_processes() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def refuse_multi_process(tool: str) -> None:
+    """One-process tools (benchmarks, measurement scripts) build and score models outside any trainer: launched as
+    N processes they would run N unsharded copies, or, sharded, hang on forwards the other processes never make."""
+    if launched_processes() > 1:
+        raise SystemExit(
+            f"{tool}: launched as {launched_processes()} processes, but it runs in one (no sharded model, no process "
+            "group); run it with python directly. Sharded training is `trl-sdar train` with an accelerate config."
+        )
+
+
 def check_launched_processes(args) -> None:
     """Refuse a multi-process launch whose trainer is not distributed (e.g. GPU settings on a machine without GPUs:
     transformers then runs every process on its own and only logs a notice)."""

@@ -322,10 +322,10 @@ class SDARTrainer(GRPOTrainer):
                 else:  # one forward per `batch_size` rows; a sharded model first joins the others' extra forwards
                     own = -(-len(rows) // batch_size)
                     keep_in_step(teacher_model, own, self._most_forwards, prompt_ids, self.accelerator.autocast)
-                    input_ids = torch.cat([prompt_ids[rows], completion_ids[rows]], dim=1)
-                    attention_mask = torch.cat([prompt_mask[rows], completion_mask[rows]], dim=1)
                     scored = logps[:0]
                     if own:
+                        input_ids = torch.cat([prompt_ids[rows], completion_ids[rows]], dim=1)
+                        attention_mask = torch.cat([prompt_mask[rows], completion_mask[rows]], dim=1)
                         scored, _, _ = self._get_per_token_logps_and_entropies(
                             teacher_model, input_ids, attention_mask, completion_ids.size(1), batch_size=batch_size
                         )
