@@ -105,6 +105,22 @@ def check_checkpoint_folder(path: str | Path) -> Path:
     )
 
 
+def check_run_outputs(output_dir: str | Path, resume: str | bool | None) -> str | None:
+    """Check `output_dir` and `resume_from_checkpoint` before anything loads (train and sft); returns the checkpoint
+    to resume from (`true` resolved to the newest complete one)."""
+    check_output_folder(output_dir, "output_dir")
+    return resolve_resume(output_dir, resume)
+
+
+def train_saying_how_to_resume(command: str, trainer, output_dir: str | Path, resume: str | None) -> None:
+    """`trainer.train(resume_from_checkpoint=resume)`; Ctrl-C ends with `interrupted_message` instead of a
+    traceback."""
+    try:
+        trainer.train(resume_from_checkpoint=resume)
+    except KeyboardInterrupt:
+        raise SystemExit(interrupted_message(command, output_dir, trainer.state.global_step)) from None
+
+
 def interrupted_message(command: str, output_dir: str | Path, step: int) -> str:
     """One line for Ctrl-C during training: the step reached, the newest complete checkpoint and how to resume."""
     existing = complete_checkpoints(output_dir)

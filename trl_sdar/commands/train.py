@@ -10,7 +10,7 @@ from pathlib import Path
 
 from trl_sdar.commands.environments import build_env_rollout, training_tasks_record
 from trl_sdar.commands.errors import RecipeError, one_line_errors
-from trl_sdar.commands.output_paths import check_output_folder, interrupted_message, resolve_resume
+from trl_sdar.commands.output_paths import check_run_outputs, train_saying_how_to_resume
 from trl_sdar.commands.recipe.args import SDARScriptArguments
 from trl_sdar.models import resolve_model_path
 
@@ -51,7 +51,7 @@ def run_training(script: SDARScriptArguments, training_args, model_args) -> Path
     from trl_sdar.method.trainer import SDARTrainer
 
     check_device(training_args)
-    resume = check_run_outputs(training_args)
+    resume = check_run_outputs(training_args.output_dir, training_args.resume_from_checkpoint)
     model_path = resolve_model_path(model_args.model_name_or_path, full_model=True)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token is None:
@@ -77,10 +77,7 @@ def run_training(script: SDARScriptArguments, training_args, model_args) -> Path
         peft_config=get_peft_config(model_args),
         rollout_func=rollout,
     )
-    try:
-        trainer.train(resume_from_checkpoint=resume)
-    except KeyboardInterrupt:
-        raise SystemExit(interrupted_message("train", training_args.output_dir, trainer.state.global_step)) from None
+    train_saying_how_to_resume("train", trainer, training_args.output_dir, resume)
     output = Path(training_args.output_dir)
     trainer.save_model(str(output))
     checksums = _trainable_checksums(trainer)  # collective: every rank takes part
@@ -93,13 +90,6 @@ def run_training(script: SDARScriptArguments, training_args, model_args) -> Path
         (output / "train_summary.json").write_text(json.dumps(summary, indent=1))
         trainer.accelerator.print(f"Model saved to {output}; metrics in {output / 'log_history.json'}.")
     return output
-
-
-def check_run_outputs(training_args) -> str | None:
-    """Check `output_dir` and `resume_from_checkpoint` before anything loads; returns the checkpoint to resume from
-    (`true` resolved to the newest complete one)."""
-    check_output_folder(training_args.output_dir, "output_dir")
-    return resolve_resume(training_args.output_dir, training_args.resume_from_checkpoint)
 
 
 def _trainable_checksums(trainer) -> list[float]:
@@ -119,7 +109,7 @@ def main(argv: list[str]) -> None:
     with one_line_errors("train", NonFiniteWeightsError):
         script, training, model, launch_args, cli_launch_args = parse_train_args(argv)
         if launch_args and os.environ.get(LAUNCHED_ENV) != "1":
-            check_run_outputs(training)  # before any process starts
+            check_run_outputs(training.output_dir, training.resume_from_checkpoint)  # before any process starts
             launch_with_accelerate(argv, launch_args, cli_launch_args)
             return
         run_training(script, training, model)

@@ -35,8 +35,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--transcripts", type=NON_NEGATIVE, default=0,
                    help="model: keep the turns of the first N episodes (first seed) in the report")  # fmt: skip
     p.add_argument("--seeds", type=seed_list, default=[0], help="model: comma-separated sampling seeds (avg@k)")
-    p.add_argument("--temperature", type=non_negative_float, default=0.4,
-                   help="model sampling temperature (paper: 0.4; 0: greedy, the reference's Search-QA evaluation)")
+    p.add_argument(
+        "--temperature",
+        type=non_negative_float,
+        default=0.4,
+        help="model sampling temperature (paper: 0.4; 0: greedy, the reference's Search-QA evaluation)",
+    )
     p.add_argument("--max-turns", type=POSITIVE, default=None, help="turn limit (default: the benchmark's)")
     p.add_argument("--max-turn-tokens", type=POSITIVE, default=512, help="model: new tokens per turn")
     p.add_argument("--max-episode-tokens", type=POSITIVE, default=8192, help="model, episode unit: token budget")
@@ -69,9 +73,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--env-source", choices=["builtin", "real"], default="builtin")
     p.add_argument("--env-data-dir", default=None, help="real benchmark data (see README)")
-    p.add_argument("--questions-path", default=None,
-                   help="Search-QA: a question file (Search-R1's or SDAR's parquet, JSONL); without --num-tasks or "
-                        "--manifest every question of it is evaluated, reported per data source")
+    p.add_argument(
+        "--questions-path",
+        default=None,
+        help="Search-QA: a question file (Search-R1's or SDAR's parquet, JSONL); without --num-tasks or "
+        "--manifest every question of it is evaluated, reported per data source",
+    )
     p.add_argument("--retriever-url", default=None, help="Search-QA: the retrieval server (e.g. SDAR's, on loopback)")
     p.add_argument("--env-difficulty", choices=DIFFICULTIES, default="default", help="built-in ALFWorld")
     p.add_argument("--workers", type=POSITIVE, default=4, help="scripted policy: concurrent episodes")

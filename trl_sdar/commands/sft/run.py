@@ -17,7 +17,7 @@ from pathlib import Path
 
 from trl_sdar.commands.errors import RecipeError, one_line_errors
 from trl_sdar.commands.manifests import load_manifest
-from trl_sdar.commands.output_paths import check_output_folder, interrupted_message, resolve_resume
+from trl_sdar.commands.output_paths import check_run_outputs, train_saying_how_to_resume
 from trl_sdar.commands.sft.args import WarmStartArguments
 from trl_sdar.commands.sft.demos import Demonstration, DemoSettings, render_demonstrations
 from trl_sdar.models import resolve_model_path
@@ -109,8 +109,7 @@ def run_sft(warm: WarmStartArguments, training, model_args) -> Path:
 
     if not torch.cuda.is_available() and (training.bf16 or training.fp16):
         raise RecipeError("bf16/fp16 need a GPU; on CPU set bf16: false (and use_cpu: true).")
-    check_output_folder(training.output_dir, "output_dir")
-    resume = resolve_resume(training.output_dir, training.resume_from_checkpoint)
+    resume = check_run_outputs(training.output_dir, training.resume_from_checkpoint)
     start = time.perf_counter()
     model_path = resolve_model_path(model_args.model_name_or_path, full_model=True)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -125,11 +124,8 @@ def run_sft(warm: WarmStartArguments, training, model_args) -> Path:
     peft_config = get_peft_config(model_args)
     trainer = SFTTrainer(model=model_path, args=training, train_dataset=dataset, processing_class=tokenizer,
                          peft_config=peft_config)  # fmt: skip
-    try:
-        with compact_cpu_head():  # CPU: the output layer runs on the completion positions only (see cpu_head.py)
-            trainer.train(resume_from_checkpoint=resume)
-    except KeyboardInterrupt:
-        raise SystemExit(interrupted_message("sft", training.output_dir, trainer.state.global_step)) from None
+    with compact_cpu_head():  # CPU: the output layer runs on the completion positions only (see cpu_head.py)
+        train_saying_how_to_resume("sft", trainer, training.output_dir, resume)
     output = Path(training.output_dir)
     merged = peft_config is not None and warm.merge_adapter
     if trainer.accelerator.is_main_process:
