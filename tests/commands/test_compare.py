@@ -109,6 +109,15 @@ def test_compare_trains_evaluates_summarises_and_resumes(tmp_path, tiny_model_di
     assert resumed["resumed_from"] == str(killed / "checkpoint-1") and resumed["steps"] == 2
     assert len(resumed["step_times_s"]) == 2  # step 1 from before the kill, step 2 after
 
+    # a part of the comparison (--methods), as a second process would run it: its own runs only, nothing retrained
+    main(["compare", str(spec_path), "--methods", "sdar"])
+    err = capsys.readouterr().err
+    assert "[compare] train " not in err and "[compare] run 1/2: sdar seed 0" in err
+    part = json.loads((out / "summary.json").read_text())
+    assert [r["method"] for r in part["runs"]] == ["sdar", "sdar"] and part["time_reference"] == "grpo"
+    assert part["time_ratios"]["sdar"] == {"step_time": None, "train_wall": None}  # grpo is not in this part
+    assert not list(out.rglob(".*.tmp"))  # evaluations are written whole, through a temporary name
+
     # changed evaluation settings re-evaluate every model and train nothing
     main(
         ["compare", str(_spec(tmp_path, tiny_model_dir, eval={"manifest": "webshop_builtin_eval128", "num_tasks": 2}))]
@@ -182,6 +191,11 @@ def test_spec_errors_are_one_line(changes, expected, tmp_path):
     assert not (tmp_path / "out" / "runs").exists()  # nothing trained
 
 
+def test_methods_option_names_the_valid_methods(tmp_path):
+    message = _error(["compare", str(_spec(tmp_path, "builtin:tiny")), "--methods", "sdar,naive"])
+    assert message.endswith("--methods naive: not in the spec; its methods are grpo, sdar.")
+
+
 def test_bad_yaml_and_missing_fields(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("- a\n- list\n")
@@ -237,6 +251,7 @@ def test_failed_run_is_one_line_naming_its_log(tmp_path):
     log = tmp_path / "out" / "runs" / "bad" / "seed0" / "train.log"
     assert "training bad seed 0 failed (exit 1)" in message and f"(log: {log})" in message
     assert "rl_loss_coef=0.5 has no effect with sdar_coef=0.0" in message
+
     from trl_sdar.commands.compare.runner import _exit_reason
 
     assert _exit_reason(-9).startswith("killed by signal 9 (SIGKILL: often the out-of-memory killer")

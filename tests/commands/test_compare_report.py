@@ -104,3 +104,50 @@ def test_method_summary_gives_the_gain_a_bootstrap_interval():
     rows = [{metric: None for metric in SEED_METRICS} | {"success_gain": gain} for gain in (0.1, 0.2, 0.3)]
     gain = method_summary(rows)["success_gain"]
     assert gain["mean"] == pytest.approx(0.2) and 0.1 <= gain["bootstrap_ci95"][0] < 0.2 < gain["bootstrap_ci95"][1]
+
+
+def test_methods_are_paired_with_the_reference_seed_by_seed():
+    from trl_sdar.commands.compare.report import paired_with_reference
+
+    def row(method, seed, after):
+        return {"method": method, "seed": seed, "success_after": after}
+
+    methods = {
+        "grpo": [row("grpo", 0, 0.30), row("grpo", 1, 0.50), row("grpo", 2, 0.40)],
+        "sdar": [row("sdar", 0, 0.40), row("sdar", 1, 0.45), row("sdar", 2, 0.60), row("sdar", 7, 0.9)],
+    }
+    paired = paired_with_reference(methods, "grpo")
+    assert set(paired) == {"sdar"}  # the reference is not paired with itself
+    sdar = paired["sdar"]
+    assert sdar["differences"] == pytest.approx({0: 0.10, 1: -0.05, 2: 0.20})  # seed 7 has no GRPO run to pair
+    assert (sdar["n"], sdar["ahead"], sdar["behind"]) == (3, 2, 1)
+    assert sdar["mean"] == pytest.approx(0.25 / 3)
+    low, high = sdar["bootstrap_ci95"]
+    assert -0.05 <= low < sdar["mean"] < high <= 0.20
+
+
+def test_training_curve_is_the_seed_mean_and_range_per_step():
+    from trl_sdar.commands.compare.report import training_curve
+
+    rows = [{"train_success_per_step": [0.0, 0.25, 0.5]}, {"train_success_per_step": [0.5, 0.75]}, {}]
+    assert training_curve(rows) == [
+        {"step": 1, "mean": 0.25, "min": 0.0, "max": 0.5},
+        {"step": 2, "mean": 0.5, "min": 0.25, "max": 0.75},
+    ]
+    assert training_curve([{}]) == []
+
+
+def test_results_table_shows_the_paired_difference(tmp_path):
+    (tmp_path / "log_history.json").write_text(json.dumps([{"step": 1, "step_time": 1.0, "env/doors/success": 0.5}]))
+    before = _report([[False, False, False, False]])
+    rows = [
+        seed_result(method, seed, tmp_path, {}, before, _report([wins]))
+        for method, seed, wins in [("grpo", 0, [True, False, False, False]), ("sdar", 0, [True, True, True, False])]
+    ]
+    spec = {"name": "t", "base_recipe": "r.yaml", "model_name_or_path": "m", "seeds": [0],
+            "eval": {"manifest": "x", "num_tasks": 4, "seeds": [0], "temperature": 1.0},
+            "method_overrides": {"grpo": {}, "sdar": {}}}  # fmt: skip
+    summary = build_summary(spec, rows, {}, "grpo")
+    assert summary["paired_with_reference"]["sdar"]["differences"] == {0: 0.5}
+    assert summary["training_curves"]["sdar"] == [{"step": 1, "mean": 0.5, "min": 0.5, "max": 0.5}]
+    assert "| sdar | +0.500 | 1 / 0 / 1 | 0: +0.500 |" in results_markdown(summary, [])

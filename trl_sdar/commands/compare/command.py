@@ -16,17 +16,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", type=Path, help="comparison spec (YAML), e.g. recipes/compare/quickstart_cpu.yaml")
     p.add_argument("--output-dir", type=Path, default=None, help="replaces the spec's output_dir")
     p.add_argument("--dry-run", action="store_true", help="print the runs and the evaluation; run nothing")
+    p.add_argument("--methods", type=_names, default=None,
+                   help="only these methods (comma-separated); processes given disjoint methods can share one "
+                   "output_dir, and a last run without --methods summarises them all")  # fmt: skip
     p.add_argument("--smooth", type=smoothing, default=0.0, help="EMA smoothing of the plotted curves")
+
+
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"{text!r} names no method; expected e.g. grpo,sdar")
+    return names
 
 
 def run_compare(args: argparse.Namespace) -> dict | None:
     from trl_sdar.commands.compare.run import dry_run
     from trl_sdar.commands.compare.run import run_compare as compare
     from trl_sdar.commands.compare.runner import CompareRunError
-    from trl_sdar.commands.compare.spec import load_spec
+    from trl_sdar.commands.compare.spec import load_spec, only_methods
 
     with one_line_errors("compare", CompareRunError):
         spec = load_spec(args.spec, args.output_dir)
+        if args.methods is not None:
+            spec = only_methods(spec, args.methods)
         if args.dry_run:
             print("\n".join(dry_run(spec)))
             return None

@@ -100,10 +100,43 @@ def method_summary(rows: list[dict]) -> dict[str, Any]:
     return summary
 
 
+def paired_with_reference(methods: dict[str, list[dict]], reference: str) -> dict[str, dict[str, Any]]:
+    """Per method, its held-out success after training minus the reference method's, seed by seed (the same seed
+    draws the same training tasks and starts from the same model, so the pair shares everything but the method):
+    the differences, their mean with a 95% bootstrap interval, and on how many seeds the method came out ahead."""
+    theirs = {row["seed"]: row["success_after"] for row in methods.get(reference, [])}
+    paired = {}
+    for method, rows in methods.items():
+        if method == reference:
+            continue
+        diffs = {row["seed"]: row["success_after"] - theirs[row["seed"]] for row in rows if row["seed"] in theirs}
+        if not diffs:
+            continue
+        values = list(diffs.values())
+        paired[method] = {"differences": diffs, "mean": statistics.fmean(values), "n": len(values),
+                          "ahead": sum(v > 0 for v in values), "behind": sum(v < 0 for v in values),
+                          "bootstrap_ci95": bootstrap_interval(values)}  # fmt: skip
+    return paired
+
+
+def training_curve(rows: list[dict]) -> list[dict[str, float]]:
+    """The training episodes' success rate at each step over the seeds: mean, min and max (as many steps as the
+    shortest run logged), the numbers behind the band of `methods_training.png`."""
+    curves = [row["train_success_per_step"] for row in rows if row.get("train_success_per_step")]
+    if not curves:
+        return []
+    return [
+        {"step": i + 1, "mean": statistics.fmean(at), "min": min(at), "max": max(at)}
+        for i, at in enumerate(zip(*curves))
+    ]
+
+
 def time_ratios(methods: dict[str, dict], reference: str) -> dict[str, dict[str, float | None]]:
     """Each method's mean median-step time and mean wall time divided by the reference method's."""
 
     def ratio(method: str, metric: str) -> float | None:
+        if reference not in methods:  # a part of a comparison (--methods) without its reference
+            return None
         mine, theirs = methods[method][metric], methods[reference][metric]
         if mine is None or theirs is None or theirs["mean"] == 0:
             return None
@@ -124,6 +157,8 @@ def build_summary(spec_info: dict, rows: list[dict], base_reports: dict[str, dic
         "runs": rows,
         "methods": per_method,
         "time_ratios": time_ratios(per_method, reference),
+        "paired_with_reference": paired_with_reference(methods, reference),
+        "training_curves": {m: training_curve(rs) for m, rs in methods.items()},
     }
 
 
@@ -143,15 +178,35 @@ def _pm(stats: dict | None, digits: int = 3) -> str:
     return f"{stats['mean']:.{digits}f}{std}"
 
 
+def _interval(interval: tuple[float, float] | list[float] | None) -> str:
+    return "" if interval is None else f" [{interval[0]:.3f}, {interval[1]:.3f}]"
+
+
 def _gain(stats: dict | None) -> str:
-    interval = (stats or {}).get("bootstrap_ci95")
-    return _pm(stats) if interval is None else f"{_pm(stats)} [{interval[0]:.3f}, {interval[1]:.3f}]"
+    return _pm(stats) + _interval((stats or {}).get("bootstrap_ci95"))
 
 
 def _wins(row: dict) -> str:
     before, after = row["episodes_before"], row["episodes_after"]
     low, high = after["ci95"]
     return f"{before['wins']} → {after['wins']} of {after['episodes']} ({low:.2f}–{high:.2f})"
+
+
+def _paired_lines(summary: dict) -> list[str]:
+    reference, paired = summary["time_reference"], summary.get("paired_with_reference") or {}
+    if not paired:
+        return []
+    lines = [
+        "",
+        f"| method | success after − {reference}'s, same seed (mean [95% bootstrap]) | seeds ahead / behind / n | "
+        "per seed |",
+        "|---|---|---|---|",
+    ]
+    for method, p in paired.items():
+        per_seed = ", ".join(f"{seed}: {d:+.3f}" for seed, d in p["differences"].items())
+        counts = f"{p['ahead']} / {p['behind']} / {p['n']}"
+        lines.append(f"| {method} | {p['mean']:+.3f}{_interval(p['bootstrap_ci95'])} | {counts} | {per_seed} |")
+    return lines
 
 
 def results_markdown(summary: dict, figures: list[Path]) -> str:
@@ -179,6 +234,7 @@ def results_markdown(summary: dict, figures: list[Path]) -> str:
             f"{_pm(stats['median_step_time_s'], 2)} | {_fmt(ratios['step_time'], 2)} | "
             f"{_fmt(ratios['train_wall'], 2)} |"
         )
+    lines += _paired_lines(summary)
     lines += [
         "",
         "| method | seed | steps | success before → after | episodes won before → after (95% interval after) | "

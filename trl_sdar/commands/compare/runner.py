@@ -213,5 +213,7 @@ def evaluate(argv: list[str], report_path: Path, label: str, progress: Progress)
         raise CompareRunError(f"evaluation of {label} failed: {error}") from None
     report = {"eval_argv": argv, **report}
     report_path.parent.mkdir(parents=True, exist_ok=True)
-    report_path.write_text(json.dumps(report, indent=1))
+    partial = report_path.with_name(f".{report_path.name}.{os.getpid()}.tmp")
+    partial.write_text(json.dumps(report, indent=1))
+    partial.replace(report_path)  # whole or not at all: another compare process may read it (--methods)
     return report

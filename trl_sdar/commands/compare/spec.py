@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -269,6 +269,18 @@ def plan_runs(spec: CompareSpec) -> list[RunPlan]:
                       "run_name": f"{spec.name}_{method}_seed{seed}"}  # fmt: skip
             plans.append(RunPlan(method, seed, recipe, run_dir))
     return plans
+
+
+def only_methods(spec: CompareSpec, names: tuple[str, ...]) -> CompareSpec:
+    """The spec with only the methods `names` (in the spec's order); an unknown name is an error naming the valid
+    ones. The time reference stays the full spec's, so the summary of a part says what it is compared with."""
+    unknown = [name for name in names if name not in spec.methods]
+    if unknown:
+        raise CompareSpecError(f"--methods {','.join(unknown)}: not in the spec; its methods are "
+                               f"{', '.join(spec.methods)}.")  # fmt: skip
+    reference = time_reference(spec)
+    methods = {name: overrides for name, overrides in spec.methods.items() if name in names}
+    return replace(spec, methods=methods, time_reference=reference)
 
 
 def time_reference(spec: CompareSpec) -> str:
