@@ -20,6 +20,7 @@ from trl_sdar.method.prefix_scoring import (
     nest_groups,
     prefix_sharing_unsupported_reason,
     shared_prefix_logps,
+    shared_prefix_scores,
 )
 from trl_sdar.testing import rank_reports
 
@@ -365,3 +366,94 @@ def test_config_switch_turns_sharing_off_and_is_validated(tiny_model_dir, tmp_pa
     assert SDARConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False).teacher_share_prefix is True
     with pytest.raises(ValueError, match="teacher_share_prefix='yes'"):
         SDARConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, teacher_share_prefix="yes")
+
+
+# ---------------------------------------------------------------------------------------- the student, with gradient
+def test_with_gradient_matches_trl_unshared_pass_in_scores_entropies_and_gradients(tiny_model_dir):
+    """`student_share_prefix`: the loss's gradient reaches every weight through the shared keys/values as it does
+    through each row's own tokens in TRL's pass."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    add_fused_lm_head(model, temperature=0.7, outputs=("log_probs", "entropy"))
+    ids, mask, completion, completion_mask = _batch(model.config.vocab_size, seed=4)
+    weights = torch.linspace(-1.0, 1.0, completion.numel()).view_as(completion.float())  # a loss that uses every row
+    trainer = SimpleNamespace(accelerator=SimpleNamespace(autocast=nullcontext, is_main_process=True))
+
+    def gradient(logps, entropies):
+        model.zero_grad()
+        ((logps * weights).sum() + 0.1 * (entropies * completion_mask).sum()).backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    inputs = (torch.cat([ids, completion], 1), torch.cat([mask, completion_mask], 1), completion.size(1))
+    logps, entropies, _ = GRPOTrainer._get_per_token_logps_and_entropies(
+        trainer, model, *inputs, batch_size=3, compute_entropy=True
+    )
+    expected = gradient(logps, entropies)
+    shared, shared_entropies = shared_prefix_scores(
+        model, ids, mask, completion, completion_mask, batch_size=3, entropies=True
+    )
+    assert shared.requires_grad and (shared - logps).abs().max().item() <= TOL
+    assert (shared_entropies - entropies).abs().max().item() <= TOL
+    got = gradient(shared, shared_entropies)
+    assert got.keys() == expected.keys() and "model.embed_tokens.weight" in got
+    for name, grad in expected.items():
+        assert torch.allclose(got[name], grad, atol=1e-5, rtol=1e-4), name
+    assert shared_prefix_scores(model, ids, mask, completion, completion_mask, batch_size=3)[1] is None
+
+
+def _long_prompt_dataset(n=4):
+    """Prompts long enough (~40 tokens) to share: the two generations of each prompt share it."""
+    from datasets import Dataset
+
+    rows = [{"prompt": [{"role": "user", "content": f"task {i}: " + "rinse the mug in the sink, then " * 6 + "go"}],
+             "privileged_context": "skills: the mug is in cabinet 3"} for i in range(n)]  # fmt: skip
+    return Dataset.from_list(rows)
+
+
+def _tokens_read(model):
+    """A list that grows by the number of input tokens of every forward of `model` that builds a graph (the student's
+    training pass; generation and the teacher run without gradient)."""
+    counts = []
+
+    def count(module, args):
+        if torch.is_grad_enabled():
+            counts.append(args[0].numel())
+
+    model.get_input_embeddings().register_forward_pre_hook(count)
+    return counts
+
+
+@pytest.mark.parametrize("sdar_coef", [0.0, 0.5])
+def test_trainer_with_student_sharing_trains_like_the_unshared_pass(tiny_model_dir, tmp_path, sdar_coef):
+    """Two steps with `student_share_prefix` on and off end at the same weights; the shared run reads fewer tokens."""
+    weights, read = {}, {}
+    for share in (False, True):
+        args = SDARConfig(
+            output_dir=str(tmp_path / str(share)), use_cpu=True, bf16=False, report_to="none", save_strategy="no",
+            num_generations=2, per_device_train_batch_size=4, max_completion_length=8, gradient_checkpointing=False,
+            learning_rate=1e-2, max_steps=2, seed=7, sdar_coef=sdar_coef, student_share_prefix=share,
+        )  # fmt: skip
+        trainer = SDARTrainer(
+            AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+            lambda completions, **kw: [float(len(c[0]["content"]) % 5) for c in completions],
+            args=args,
+            train_dataset=_long_prompt_dataset(),
+            processing_class=AutoTokenizer.from_pretrained(tiny_model_dir),
+        )
+        assert trainer._share_student_prefix is share
+        counts = _tokens_read(trainer.model)
+        start = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+        trainer.train()
+        weights[share] = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+        read[share] = sum(counts)
+    assert any(not torch.equal(weights[True][n], start[n]) for n in start)  # training moved the weights
+    for name, value in weights[False].items():
+        assert torch.allclose(weights[True][name], value, atol=1e-4), name
+    assert read[True] < 0.7 * read[False]  # each prompt encoded once for its two generations
+
+
+def test_student_sharing_is_validated(tmp_path):
+    with pytest.raises(ValueError, match="student_share_prefix='yes'"):
+        SDARConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, student_share_prefix="yes")
+    with pytest.raises(ValueError, match="student_share_prefix=True needs gradient_checkpointing=False"):
+        SDARConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, student_share_prefix=True)
+    assert SDARConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False).student_share_prefix is False

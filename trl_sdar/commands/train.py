@@ -43,15 +43,15 @@ def import_reward_funcs(paths: list[str] | None) -> list:
     return funcs
 
 
-def run_training(script: SDARScriptArguments, training_args, model_args) -> Path:
-    """Build everything from the parsed recipe, train, save; returns the output folder."""
+def build_trainer(script: SDARScriptArguments, training_args, model_args, trainer_class=None):
+    """The trainer and tokenizer a parsed recipe describes (`trainer_class`: an `SDARTrainer` subclass, e.g. one a
+    benchmark instruments; default `SDARTrainer`)."""
     from transformers import AutoTokenizer
     from trl import get_peft_config
 
     from trl_sdar.method.trainer import SDARTrainer
 
     check_device(training_args)
-    resume = check_run_outputs(training_args.output_dir, training_args.resume_from_checkpoint)
     model_path = resolve_model_path(model_args.model_name_or_path, full_model=True)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token is None:
@@ -68,7 +68,7 @@ def run_training(script: SDARScriptArguments, training_args, model_args) -> Path
 
         rollout, reward_funcs = None, import_reward_funcs(script.reward_funcs)
         dataset = load_dataset(script.dataset_name, name=script.dataset_config)[script.dataset_train_split]
-    trainer = SDARTrainer(
+    trainer = (trainer_class or SDARTrainer)(
         model_path,
         reward_funcs,
         args=training_args,
@@ -77,6 +77,13 @@ def run_training(script: SDARScriptArguments, training_args, model_args) -> Path
         peft_config=get_peft_config(model_args),
         rollout_func=rollout,
     )
+    return trainer, tokenizer
+
+
+def run_training(script: SDARScriptArguments, training_args, model_args) -> Path:
+    """Build everything from the parsed recipe, train, save; returns the output folder."""
+    resume = check_run_outputs(training_args.output_dir, training_args.resume_from_checkpoint)
+    trainer, tokenizer = build_trainer(script, training_args, model_args)
     train_saying_how_to_resume("train", trainer, training_args.output_dir, resume)
     output = Path(training_args.output_dir)
     trainer.save_model(str(output))

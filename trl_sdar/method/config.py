@@ -111,6 +111,14 @@ class SDARConfig(GRPOConfig):
             rounding, at the cost of the unique tokens. Models with sliding-window or linear-attention layers always
             use the unshared pass (with a warning). `False` scores every row unshared (the reference).
 
+        student_share_prefix (`bool`, *optional*, defaults to `False`):
+            The same sharing for the student's scoring passes, the one that trains included: rows whose prompts start
+            alike (the generations of one prompt; in `turn` mode, the turns of a group that share their step prompt)
+            encode that prefix once, and each row's gradient flows through the shared keys and values as it would
+            through its own. Same log-probs and gradients up to float rounding (tested), and far fewer tokens where
+            prompts are long next to completions. One process only, without gradient checkpointing (checked);
+            `False` is TRL's pass.
+
         > Parameters that control training on turn rows (`rollout_unit: turn`)
 
         max_tokens_per_backward (`int` or `None`, *optional*, defaults to `None`):
@@ -168,6 +176,11 @@ class SDARConfig(GRPOConfig):
         metadata={"help": "Encode each shared teacher-prompt prefix once and score every row against it."},
     )
 
+    student_share_prefix: bool = field(
+        default=False,
+        metadata={"help": "Student passes encode each shared prompt prefix once (gradient included); one process."},
+    )
+
     max_tokens_per_backward: int | None = field(
         default=None,
         metadata={"help": "Max padded tokens per forward/backward pass (splits long turn-row micro-batches)."},
@@ -210,9 +223,13 @@ class SDARConfig(GRPOConfig):
             raise ValueError(
                 f"SDARConfig.teacher_update_rate={self.teacher_update_rate!r} is not valid; expected 0 < rate <= 1."
             )
-        if not isinstance(self.teacher_share_prefix, bool):
+        for name in ("teacher_share_prefix", "student_share_prefix"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"SDARConfig.{name}={getattr(self, name)!r} is not valid; expected True or False.")
+        if self.student_share_prefix and (getattr(self, "activation_checkpointing", None) or self.gradient_checkpointing):
             raise ValueError(
-                f"SDARConfig.teacher_share_prefix={self.teacher_share_prefix!r} is not valid; expected True or False."
+                "SDARConfig.student_share_prefix=True needs gradient_checkpointing=False: checkpointed layers keep no "
+                "keys/values to share; turn one of them off."
             )
         if not self.teacher_context_column:
             raise ValueError("SDARConfig.teacher_context_column='' is not valid; expected a column name.")

@@ -189,7 +189,13 @@ def _suffix_batch(rows: _Rows, members: Sequence[int], prefix_len: int, start: i
     return ids, positions.to(device), mask.to(device)
 
 
-def shared_prefix_logps(
+def shared_prefix_logps(model: nn.Module, prompt_ids, prompt_mask, completion_ids, completion_mask, **kwargs):
+    """Per-token log-probs (B, C) of `completion_ids` after the left-padded `prompt_ids` (B, P), prefixes shared:
+    `shared_prefix_scores` without entropies."""
+    return shared_prefix_scores(model, prompt_ids, prompt_mask, completion_ids, completion_mask, **kwargs)[0]
+
+
+def shared_prefix_scores(
     model: nn.Module,
     prompt_ids: torch.Tensor,
     prompt_mask: torch.Tensor,
@@ -200,12 +206,16 @@ def shared_prefix_logps(
     autocast: Callable[[], AbstractContextManager] = nullcontext,
     min_shared: int = MIN_SHARED_TOKENS,
     most_forwards: Callable[[int], int] | None = None,
-) -> torch.Tensor:
-    """Per-token log-probs (B, C) of `completion_ids` after the left-padded `prompt_ids` (B, P), prefixes shared.
+    entropies: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-token log-probs (B, C) of `completion_ids` after the left-padded `prompt_ids` (B, P), prefixes shared,
+    and the per-token entropies (B, C) when `entropies` (else None).
 
     `model` must carry TRL's fused LM head (`model(..., labels=..., fused_lm_head=True)`), as every model a
-    `GRPOTrainer` scores with does; call under `torch.no_grad()`. Masked completion positions get 0, like the
-    unshared pass. Prefixes are encoded one at a time (batch 1) and at most `batch_size` rows (of one group) are
+    `GRPOTrainer` scores with does. Under `torch.no_grad()` it scores (the teacher); with gradient enabled the
+    gradient of a row's scores reaches the weights through its own tokens and through the shared prefix's keys and
+    values, as in the unshared pass (the student, `student_share_prefix`). Masked completion positions get 0, like
+    the unshared pass. Prefixes are encoded one at a time (batch 1) and at most `batch_size` rows (of one group) are
     scored at a time.
 
     The number of forward calls depends on the data. Where every forward is a collective (ZeRO-3, FSDP), pass
@@ -223,7 +233,7 @@ def shared_prefix_logps(
 
     plan = nest_groups(prompts, group_rows_by_prefix(prompts, min_shared), min_shared)
     keep_in_step(model, forward_count(plan, batch_size), most_forwards, prompt_ids, autocast)
-    order, parts = [], []
+    order, parts = [], []  # parts: (log-probs, entropies) of each chunk
     for root_len, family in plan:
         start = rows.starts[family[0].rows[0]]  # the whole family takes its first row's positions
         root = encode(family[0].rows[0], 0, root_len, start, None) if root_len else None
@@ -251,10 +261,11 @@ def shared_prefix_logps(
                 )
                 order += chunk
         del root
-    logps = torch.cat(parts, dim=0)  # (B, C), rows in `order`
+    logps = torch.cat([p[0] for p in parts], dim=0)  # (B, C), rows in `order`
     inverse = torch.empty(len(order), dtype=torch.long, device=logps.device)
     inverse[torch.tensor(order, device=logps.device)] = torch.arange(len(order), device=logps.device)
-    return logps[inverse]
+    entropy = torch.cat([p[1] for p in parts], dim=0)[inverse] if entropies else None
+    return logps[inverse], entropy
 
 
 def forward_count(plan, batch_size: int) -> int:
@@ -286,7 +297,8 @@ def _idle_forward(model, like: torch.Tensor, autocast) -> None:
 def _score_suffixes(
     model, rows, chunk, prefix_len, start, prefix_kv, completion_ids, completion_mask, cache_kwarg, autocast
 ) -> torch.Tensor:
-    """Completion log-probs (b, C) of the rows `chunk`, their remaining prompt tokens read after `prefix_kv`."""
+    """Completion log-probs and entropies, each (b, C), of the rows `chunk`, their remaining prompt tokens read after
+    `prefix_kv`."""
     device, n_completion = completion_ids.device, completion_ids.size(1)
     ids, positions, rest_mask = _suffix_batch(rows, chunk, prefix_len, start, completion_ids, device)
     attention = torch.cat(
@@ -299,4 +311,5 @@ def _score_suffixes(
         out = model(
             input_ids=ids, attention_mask=attention, position_ids=positions, labels=labels, fused_lm_head=True, **extra
         )
-    return out.log_probs[:, -n_completion:]
+    entropy = None if out.entropy is None else out.entropy[:, -n_completion:]
+    return out.log_probs[:, -n_completion:], entropy

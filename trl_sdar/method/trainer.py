@@ -31,7 +31,12 @@ from trl_sdar.method.losses import (
 )
 from trl_sdar.method.metrics_log import MetricsJSONLCallback
 from trl_sdar.method.nonfinite_steps import SkipNonFiniteSteps
-from trl_sdar.method.prefix_scoring import keep_in_step, prefix_sharing_unsupported_reason, shared_prefix_logps
+from trl_sdar.method.prefix_scoring import (
+    keep_in_step,
+    prefix_sharing_unsupported_reason,
+    shared_prefix_logps,
+    shared_prefix_scores,
+)
 from trl_sdar.method.sdar_metrics import log_context_metrics, log_gate_metrics
 from trl_sdar.method.teacher import ContextTokenizer, Teacher, build_teacher_prompts, prompt_bos_token_id
 from trl_sdar.method.teacher_sharding import COLLECTIVE_FORWARD, most_over_processes, sharding_of
@@ -179,6 +184,13 @@ class SDARTrainer(GRPOTrainer):
         self._student_logps: torch.Tensor | None = None
         self._student_entropies: torch.Tensor | None = None
         self._warned: set[str] = set()
+        if args.student_share_prefix and self.accelerator.num_processes > 1:
+            raise ValueError(
+                f"SDARConfig.student_share_prefix=True runs on one process only (launched: "
+                f"{self.accelerator.num_processes}): each process would make a data-dependent number of forwards "
+                "before one backward; set it to False."
+            )
+        self._share_student_prefix = args.student_share_prefix and self._prefix_sharing_supported("student")
         self.teacher: Teacher | None = None
         self._share_teacher_prefix = False
         if args.sdar_coef > 0 or args.distill_loss_type == "rlsd":
@@ -193,16 +205,16 @@ class SDARTrainer(GRPOTrainer):
             self._context_tokenizer = ContextTokenizer(
                 self._tokenizer, placement=args.teacher_context_placement, header=args.teacher_context_header
             )
-            self._share_teacher_prefix = args.teacher_share_prefix and self._prefix_sharing_supported()
+            self._share_teacher_prefix = args.teacher_share_prefix and self._prefix_sharing_supported("teacher")
             collective = sharding_of(self.accelerator) in COLLECTIVE_FORWARD
             self._most_forwards = most_over_processes(self.accelerator) if collective else None
 
-    def _prefix_sharing_supported(self) -> bool:
+    def _prefix_sharing_supported(self, who: str) -> bool:
         reason = prefix_sharing_unsupported_reason(self.accelerator.unwrap_model(self.model))
         if reason is not None:
             logger.warning(
-                f"teacher_share_prefix=True is not available for this model ({reason}); the teacher "
-                "scores every row unshared."
+                f"{who}_share_prefix=True is not available for this model ({reason}); the {who} scores every row "
+                "unshared."
             )
         return reason is None
 
@@ -341,11 +353,35 @@ class SDARTrainer(GRPOTrainer):
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, *args, **kwargs):
         with compact_cpu_head():  # CPU: TRL's fused head scores only the completion tokens (cpu_head.py)
-            output = super()._get_per_token_logps_and_entropies(model, input_ids, *args, **kwargs)
+            if self._share_student_prefix:
+                output = self._shared_prefix_pass(model, input_ids, *args, **kwargs)
+            else:
+                output = super()._get_per_token_logps_and_entropies(model, input_ids, *args, **kwargs)
         if self._capture_student_logps:
             self._student_logps = output[0]  # (B, C), with gradient: reused by the SDAR term
             self._student_entropies = output[1]
         return output
+
+    def _shared_prefix_pass(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
+                            compute_entropy=False, compute_aux_loss=False, **extra):  # fmt: skip
+        """TRL's pass, each shared prompt prefix encoded once (`student_share_prefix`, text models)."""
+        if compute_aux_loss or any(value is not None for value in extra.values()):
+            raise ValueError(
+                "SDARConfig.student_share_prefix=True scores text-only dense models; this batch has "
+                f"{sorted(k for k, v in extra.items() if v is not None) or ['an MoE aux loss']}: set it to False."
+            )
+        prompt, completion = input_ids[:, :-logits_to_keep], input_ids[:, -logits_to_keep:]
+        logps, entropies = shared_prefix_scores(
+            model,
+            prompt,
+            attention_mask[:, :-logits_to_keep],
+            completion,
+            attention_mask[:, -logits_to_keep:],
+            batch_size=batch_size or input_ids.size(0),
+            autocast=self.accelerator.autocast,
+            entropies=compute_entropy,
+        )
+        return logps, entropies, None
 
     def _compute_loss(self, model, inputs):
         factor = turn_factor(self, inputs)

@@ -1,0 +1,170 @@
+"""One training step of a study recipe, profiled: where its time goes and what `student_share_prefix` saves.
+
+Builds the recipe's trainer (exactly as `trl-sdar train` does) once per arm and trains the arms side by side, one
+step at a time in turn, so they share the machine's load. Arms: GRPO (`sdar_coef: 0`) and the recipe's own SDAR,
+each with the student's passes unshared (TRL's) and shared (`student_share_prefix: true`). Each step is split into
+
+* rollout: the episodes (generation and the environment), TRL's scoring of the batch, the old-policy and reference
+  passes where the config needs them;
+* teacher: the teacher's log-probs (rollout time or per micro-batch);
+* student forward: the student's log-prob passes that build a graph (the loss);
+* backward and optimizer: the rest of the step.
+
+Prints and writes (`--output`) each arm's medians over the measured steps (the first is the warm-up), tokens per
+step, and every arm's step time relative to unshared GRPO in the same run.
+
+    python benchmarks/study_step.py --config recipes/study/sdar_smollm2_doors_cpu.yaml \\
+        --model outputs/study/doors_smollm2_sft --steps 4 --output docs/results/study_step_doors.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from harness import Memory, Turns, end_load, machine, measured, ratio, run_side_by_side, timed, write_json
+from overhead_arms import _step_recorder, _timed_trainer_class
+
+ARMS = {  # name: (sdar_coef override (None: the recipe's), student_share_prefix)
+    "grpo": (0.0, False),
+    "grpo-shared": (0.0, True),
+    "sdar": (None, False),
+    "sdar-shared": (None, True),
+}
+
+
+def _profiled_class():
+    """The overhead benchmark's timed trainer, also timing the student's graph-building passes and counting rows and
+    the tokens the student's passes read."""
+    import torch
+
+    base = _timed_trainer_class()
+
+    class ProfiledTrainer(base):
+        def _bench(self) -> dict[str, Any]:
+            state = super()._bench()
+            state.setdefault("student_s", 0.0)
+            state.setdefault("rows", 0)
+            return state
+
+        def _get_per_token_logps_and_entropies(self, model, input_ids, *args, **kwargs):
+            if not torch.is_grad_enabled():
+                return super()._get_per_token_logps_and_entropies(model, input_ids, *args, **kwargs)
+            out, seconds = timed(super()._get_per_token_logps_and_entropies, model, input_ids, *args, **kwargs)
+            self._bench()["student_s"] += seconds
+            return out
+
+        def _generate_and_score_completions(self, inputs):
+            out = super()._generate_and_score_completions(inputs)
+            self._bench()["rows"] += int(out["completion_ids"].size(0))
+            return out
+
+    return ProfiledTrainer
+
+
+def build_arm(argv: list[str], name: str, workdir: Path):
+    from trl_sdar.commands.recipe.launch import parse_train_args
+    from trl_sdar.commands.train import build_trainer
+
+    coef, share = ARMS[name]
+    extra = ["--output_dir", str(workdir / name), "--student_share_prefix", str(share).lower(),
+             "--save_strategy", "no", "--disable_tqdm", "true", "--logging_strategy", "no"]  # fmt: skip
+    if coef is not None:
+        extra += ["--sdar_coef", str(coef)]
+    script, training, model, launch_args, _ = parse_train_args(argv + extra)
+    if launch_args:
+        raise SystemExit("study_step.py runs in one process; drop the recipe's launch settings.")
+    trainer, _ = build_trainer(script, training, model, trainer_class=_profiled_class())
+    return trainer
+
+
+def _student_recorder(trainer, turns, index, memory, name):
+    """The overhead benchmark's step recorder, plus the student seconds and rows of each step."""
+    recorder = _step_recorder(trainer, turns, index, memory, name, verbose=True)
+    marks = {}
+    begin, end = recorder.on_step_begin, recorder.on_step_end
+
+    def on_step_begin(args, state, control, **kwargs):
+        begin(args, state, control, **kwargs)
+        marks.update(student=trainer._bench()["student_s"], rows=trainer._bench()["rows"])
+
+    def on_step_end(args, state, control, **kwargs):
+        bench = trainer._bench()
+        student, rows = bench["student_s"] - marks["student"], bench["rows"] - marks["rows"]
+        end(args, state, control, **kwargs)
+        recorder.steps[-1].update(student_s=student, rows=rows)
+
+    recorder.on_step_begin, recorder.on_step_end = on_step_begin, on_step_end
+    return recorder
+
+
+def summarise(steps: list[dict[str, float]]) -> dict[str, Any]:
+    counted = measured(steps)
+
+    def median(key):
+        return statistics.median(s[key] for s in counted)
+
+    rest = [s["step_s"] - s["rollout_s"] - s["teacher_s"] - s["student_s"] for s in counted]
+    return {
+        "step_s": median("step_s"),
+        "rollout_s": median("rollout_s"),
+        "teacher_s": median("teacher_s"),
+        "student_forward_s": median("student_s"),
+        "backward_and_optimizer_s": statistics.median(rest),
+        "rows": median("rows"),
+        "step_s_per_row": statistics.median(s["step_s"] / max(s["rows"], 1) for s in counted),
+        "measured_steps": len(counted),
+        "steps": steps,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True, help="the study's training recipe")
+    parser.add_argument("--model", help="model_name_or_path (default: the recipe's)")
+    parser.add_argument("--steps", type=int, default=4, help="steps per arm, the first a warm-up (default 4)")
+    parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated, of {list(ARMS)}")
+    parser.add_argument("--output", help="write the report (JSON) here")
+    args = parser.parse_args(argv)
+    names = [a for a in args.arms.split(",") if a]
+    unknown = [a for a in names if a not in ARMS]
+    if unknown or not names:
+        parser.error(f"--arms {args.arms!r}: unknown {unknown}; expected names from {list(ARMS)}.")
+    if args.steps < 2:
+        parser.error(f"--steps {args.steps}: expected >= 2 (the first step is a warm-up, not measured).")
+    recipe = ["--config", args.config, "--max_steps", str(args.steps)]
+    recipe += ["--model_name_or_path", args.model] if args.model else []
+    info = machine()
+    with tempfile.TemporaryDirectory() as tmp:
+        trainers = {name: build_arm(recipe, name, Path(tmp)) for name in names}
+        turns, memory = Turns(len(names)), Memory()
+        recorders = {n: _student_recorder(trainers[n], turns, i, memory, n) for i, n in enumerate(names)}
+        for name in names:
+            trainers[name].add_callback(recorders[name])
+        start = time.perf_counter()
+        run_side_by_side({name: trainers[name].train for name in names}, turns)
+        wall = time.perf_counter() - start
+    arms = {name: summarise(recorders[name].steps) for name in names}
+    reference = names[0]
+    for name in names:
+        arms[name]["step_time_vs_" + reference] = ratio(arms[name]["step_s"], arms[reference]["step_s"])
+        arms[name]["per_row_vs_" + reference] = ratio(arms[name]["step_s_per_row"], arms[reference]["step_s_per_row"])
+    report = {"command": " ".join(["python", "benchmarks/study_step.py", *(argv or sys.argv[1:])]),
+              "machine": info, "load_after": end_load(info), "wall_s": wall, "arms": arms}  # fmt: skip
+    keys = ("step_s", "rollout_s", "teacher_s", "student_forward_s", "backward_and_optimizer_s", "rows")
+    print("arm | " + " | ".join(keys) + f" | step / {reference} | per row / {reference}")
+    for name, arm in arms.items():
+        values = " | ".join(f"{arm[k]:.2f}" for k in keys)
+        print(f"{name} | {values} | {arm['step_time_vs_' + reference]:.2f} | {arm['per_row_vs_' + reference]:.2f}")
+    if args.output:
+        write_json(args.output, report)
+    return report
+
+
+if __name__ == "__main__":
+    main()
