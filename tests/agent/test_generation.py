@@ -346,3 +346,24 @@ def test_fsdp2_ranks_whose_episodes_end_at_different_turns_generate_in_step(tiny
     assert all(r["same_tokens"] for r in ranks)  # sharded greedy tokens = the unsharded model's
     unsynced, _ = rank_reports(worker, tiny_model_dir, tmp_path / "unsynced", "--no-sync")
     assert unsynced.returncode != 0  # the worker's data does need the fix
+
+
+PROMPT_A, PROMPT_B = list(range(30, 70)), list(range(80, 105))  # 40 and 25 tokens
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.0])
+def test_first_call_prefills_each_shared_prompt_once_and_samples_the_same_tokens(model, tokenizer, temperature):
+    """The episodes of a task share their first prompt: its keys/values are computed once and copied under each."""
+    contexts = [PROMPT_A] * 3 + [PROMPT_B + [7]] * 2 + [[5, 6, 7]]  # 3 and 2 episodes of two tasks, a lone row
+    outputs, prefilled = {}, {}
+    for reuse in (False, True):
+        generator = HFGenerator(model, tokenizer, temperature=temperature, top_k=0, reuse_cache=reuse)
+        torch.manual_seed(3)
+        with generator:
+            outputs[reuse] = [o.ids for o in generator.generate(contexts, max_new_tokens=6)]
+            prefilled[reuse] = generator.last_prefill_tokens
+    assert outputs[True] == outputs[False]
+    width = len(PROMPT_A)
+    assert prefilled[False] == len(contexts) * width
+    # the two prefixes once (each keeps its last token out), then every row's last column(s) against them
+    assert prefilled[True] == (width - 1) + len(PROMPT_B) + len(contexts) * 3

@@ -112,10 +112,12 @@ def test_prompts_stay_short():
     assert len(prompt.split()) < 60 and "<action>" in prompt
 
 
-def test_the_shipped_evaluation_manifest_names_held_out_doors_tasks():
+@pytest.mark.parametrize("name, rooms", [("doors_builtin_eval128", 2), ("doors1_builtin_eval128", 1)])
+def test_the_shipped_evaluation_manifests_name_held_out_doors_tasks(name, rooms):
     from trl_sdar.commands.manifests import load_manifest
 
-    manifest = load_manifest("doors_builtin_eval128")
+    manifest = load_manifest(name)
+    assert manifest["env_kwargs"]["rooms"] == rooms
     env = DoorsEnv(**manifest["env_kwargs"])
     assert manifest["env_name"] == "doors" and manifest["task_ids"] == list(range(128))  # training uses >= 128
     wins = 0
@@ -125,3 +127,9 @@ def test_the_shipped_evaluation_manifest_names_held_out_doors_tasks():
             pass
         wins += result.won
     assert wins == 128
+
+
+def test_one_room_tasks_open_the_same_door_room_as_two_room_tasks():
+    one, two = DoorsEnv(rooms=1), DoorsEnv(rooms=2)
+    for task_id in range(40):
+        assert one.task(task_id).info["rooms"] == two.task(task_id).info["rooms"][:1]

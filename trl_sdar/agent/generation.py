@@ -7,7 +7,8 @@ builds the one a rollout uses, sampling with the trainer's settings; use it as a
 
 Multi-turn generation in linear time: `HFGenerator` keeps the KV cache of the rows it generated for. A context that
 starts with one of them (its context, the ids returned, then the environment's tokens) reuses that row's keys/values
-and only its new suffix is prefilled; anything else is prefilled in full. `VLLMGenerator` keeps sleeping vLLM awake
+and only its new suffix is prefilled; anything else is prefilled in full. On a rollout's first call, contexts that
+start alike (the episodes of one task share their first prompt) get that common prefix prefilled once. `VLLMGenerator` keeps sleeping vLLM awake
 for the whole rollout, so the weights are synced once per rollout (TRL's `generate` would re-sync them every turn)
 and vLLM's prefix cache survives from one turn to the next.
 """
@@ -150,10 +151,13 @@ class HFGenerator:
         for i, context in enumerate(contexts):
             ids[i, width - len(context) :] = torch.tensor(context)
             mask[i, width - len(context) :] = 1
+        shared = 0  # tokens of the prefixes prefilled once for several rows
+        if self.reuse_cache and self._cache is None and not self.collective:
+            shared = self._prefill_shared_prefixes(contexts, device)
         cache = self._reused_cache(contexts, device) if self.reuse_cache else None
         self.close()  # the previous call's cache: what is continued has been copied into `cache`
         reused = cache.get_seq_length() if cache is not None else 0
-        self.last_prefill_tokens = len(contexts) * (width - reused)
+        self.last_prefill_tokens = shared + len(contexts) * (width - reused)
         config = copy.deepcopy(self.config)
         config.max_new_tokens = max_new_tokens
         config.return_dict_in_generate = True
@@ -202,6 +206,31 @@ class HFGenerator:
             _CachedRow(width - len(c), torch.tensor(c + r.ids[:generated], dtype=torch.long))
             for c, r in zip(contexts, results, strict=True)
         ]
+
+    def _prefill_shared_prefixes(self, contexts: list[list[int]], device) -> int:
+        """Nothing stored yet (a rollout's first call): contexts that start alike (the episodes of one task) get their
+        common prefix prefilled once, batched over the distinct prefixes, and stored as the rows `_reused_cache` then
+        copies under each of them. Returns the prefix tokens prefilled (0: no prefix worth sharing)."""
+        from transformers import DynamicCache
+
+        from trl_sdar.method.prefix_scoring import cache_kwarg, group_rows_by_prefix
+
+        groups = [g for g in group_rows_by_prefix(contexts) if g.prefix_len and len(g.rows) > 1]
+        if not groups:
+            return 0
+        prefixes = [contexts[g.rows[0]][: g.prefix_len] for g in groups]
+        width = max(len(p) for p in prefixes)
+        ids = torch.full((len(prefixes), width), self.pad_token_id, dtype=torch.long)  # (G, P), left-padded
+        mask = torch.zeros((len(prefixes), width), dtype=torch.long)
+        for i, prefix in enumerate(prefixes):
+            ids[i, width - len(prefix) :], mask[i, width - len(prefix) :] = torch.tensor(prefix), 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # as `generate` derives them from the attention mask
+        cache = DynamicCache()
+        self.model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
+                   use_cache=True, logits_to_keep=1, **{cache_kwarg(self.model): cache})  # fmt: skip
+        self._cache = cache
+        self._rows = [_CachedRow(width - len(p), torch.tensor(p, dtype=torch.long)) for p in prefixes]
+        return sum(len(p) for p in prefixes)
 
     def _reused_cache(self, contexts: list[list[int]], device):
         """A DynamicCache for the first columns of the left-padded batch, copied from the stored rows; None if no

@@ -113,7 +113,7 @@ def nest_groups(prompts: Sequence[Sequence[int]], groups: Sequence[PrefixGroup],
     return families + ([(0, unshared)] if unshared else [])
 
 
-def _cache_kwarg(model: nn.Module) -> str:
+def cache_kwarg(model: nn.Module) -> str:
     """Name of the forward argument that takes a `Cache`: `cache` (recent transformers) or `past_key_values`."""
     from transformers import PreTrainedModel
 
@@ -225,11 +225,11 @@ def shared_prefix_scores(
     width = prompt_ids.size(1)
     prompts = [ids[m.bool()].tolist() for ids, m in zip(prompt_ids.cpu(), prompt_mask.cpu(), strict=True)]
     rows = _Rows(prompts, [width - len(p) for p in prompts])
-    cache_kwarg = _cache_kwarg(model)
+    cache_name = cache_kwarg(model)
 
     def encode(first: int, begin: int, end: int, start: int, parent):
         ids = torch.tensor([prompts[first][begin:end]], dtype=prompt_ids.dtype, device=prompt_ids.device)
-        return _encode_prefix(model, ids, start, parent, begin, cache_kwarg, autocast)
+        return _encode_prefix(model, ids, start, parent, begin, cache_name, autocast)
 
     plan = nest_groups(prompts, group_rows_by_prefix(prompts, min_shared), min_shared)
     keep_in_step(model, forward_count(plan, batch_size), most_forwards, prompt_ids, autocast)
@@ -255,7 +255,7 @@ def shared_prefix_scores(
                         prefix_kv,
                         completion_ids,
                         completion_mask,
-                        cache_kwarg,
+                        cache_name,
                         autocast,
                     )  # fmt: skip
                 )
