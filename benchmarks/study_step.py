@@ -1,8 +1,10 @@
-"""One training step of a study recipe, profiled: where its time goes and what `student_share_prefix` saves.
+"""One training step of a study recipe, profiled: where its time goes and what sharing prompt prefixes saves.
 
 Builds the recipe's trainer (exactly as `trl-sdar train` does) once per arm and trains the arms side by side, one
 step at a time in turn, so they share the machine's load. Arms: GRPO (`sdar_coef: 0`) and the recipe's own SDAR,
-each with the student's passes unshared (TRL's) and shared (`student_share_prefix: true`). Each step is split into
+each unshared (every row prefilled and scored in full: `generation_share_prefix: false`, `student_share_prefix:
+false`, as TRL does) and shared (both `true`: a prompt several rows start with is encoded once in generation and in
+the student's passes). Each step is split into
 
 * rollout: the episodes (generation and the environment), TRL's scoring of the batch, the old-policy and reference
   passes where the config needs them;
@@ -30,7 +32,7 @@ from typing import Any
 from harness import Memory, Turns, end_load, machine, measured, ratio, run_side_by_side, timed, write_json
 from overhead_arms import _step_recorder, _timed_trainer_class
 
-ARMS = {  # name: (sdar_coef override (None: the recipe's), student_share_prefix)
+ARMS = {  # name: (sdar_coef override (None: the recipe's), generation_share_prefix and student_share_prefix)
     "grpo": (0.0, False),
     "grpo-shared": (0.0, True),
     "sdar": (None, False),
@@ -73,7 +75,8 @@ def build_arm(argv: list[str], name: str, workdir: Path):
 
     coef, share = ARMS[name]
     extra = ["--output_dir", str(workdir / name), "--student_share_prefix", str(share).lower(),
-             "--save_strategy", "no", "--disable_tqdm", "true", "--logging_strategy", "no"]  # fmt: skip
+             "--generation_share_prefix", str(share).lower(), "--save_strategy", "no", "--disable_tqdm", "true",
+             "--logging_strategy", "no"]  # fmt: skip
     if coef is not None:
         extra += ["--sdar_coef", str(coef)]
     script, training, model, launch_args, _ = parse_train_args(argv + extra)

@@ -356,14 +356,29 @@ def test_first_call_prefills_each_shared_prompt_once_and_samples_the_same_tokens
     """The episodes of a task share their first prompt: its keys/values are computed once and copied under each."""
     contexts = [PROMPT_A] * 3 + [PROMPT_B + [7]] * 2 + [[5, 6, 7]]  # 3 and 2 episodes of two tasks, a lone row
     outputs, prefilled = {}, {}
-    for reuse in (False, True):
-        generator = HFGenerator(model, tokenizer, temperature=temperature, top_k=0, reuse_cache=reuse)
+    for reuse, share in ((False, False), (True, False), (True, True)):
+        generator = HFGenerator(model, tokenizer, temperature=temperature, top_k=0, reuse_cache=reuse,
+                                share_prefixes=share)  # fmt: skip
         torch.manual_seed(3)
         with generator:
-            outputs[reuse] = [o.ids for o in generator.generate(contexts, max_new_tokens=6)]
-            prefilled[reuse] = generator.last_prefill_tokens
-    assert outputs[True] == outputs[False]
+            outputs[share] = [o.ids for o in generator.generate(contexts, max_new_tokens=6)]
+            prefilled[share] = generator.last_prefill_tokens
+        if not reuse:
+            reference = outputs[share]
+    assert outputs[True] == outputs[False] == reference
     width = len(PROMPT_A)
     assert prefilled[False] == len(contexts) * width
     # the two prefixes once (each keeps its last token out), then every row's last column(s) against them
     assert prefilled[True] == (width - 1) + len(PROMPT_B) + len(contexts) * 3
+
+
+@pytest.mark.parametrize("share", [True, False])
+def test_rollout_generator_shares_prefixes_as_the_config_says(tiny_model_dir, tmp_path, share):
+    from trl_sdar import SDARConfig
+
+    args = SDARConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, generation_share_prefix=share)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    trainer = SimpleNamespace(args=args, processing_class=AutoTokenizer.from_pretrained(tiny_model_dir),
+                              accelerator=SimpleNamespace(unwrap_model=lambda m: m, distributed_type="NO"),
+                              model=model, model_wrapped=None)  # fmt: skip
+    assert make_generator(trainer).share_prefixes is share

@@ -69,6 +69,7 @@ def make_generator(trainer) -> HFGenerator | VLLMGenerator:
         generation_kwargs=args.generation_kwargs,
         cache_implementation=args.cache_implementation,
         collective=sharding_of(trainer.accelerator) in COLLECTIVE_FORWARD,
+        share_prefixes=getattr(args, "generation_share_prefix", True),  # a plain GRPOConfig has no such field
     )
 
 
@@ -83,6 +84,8 @@ class HFGenerator:
 
     `temperature=0` samples greedily. Keys/values are reused across calls (`reuse_cache`) for contexts that extend a
     row of the previous call; the cache of rows no context continues is freed at the next call or by `close()`.
+    With nothing stored, a prefix that several contexts share is prefilled once (`share_prefixes`; not when every
+    forward is a collective, as the extra forward is data-dependent).
     The stored keys/values belong to the weights they were computed with: `close()` after a weight update (the
     rollout makes a new generator per call).
     """
@@ -102,6 +105,7 @@ class HFGenerator:
         reuse_cache: bool = True,
         model_context=None,
         collective: bool = False,
+        share_prefixes: bool = True,
     ):
         self.model = model
         # ZeRO-3 / FSDP: every forward is a collective, so every process generates in step (`synced_gpus`) and one
@@ -130,6 +134,7 @@ class HFGenerator:
             and (self.config.num_beams or 1) == 1
             and (self.config.num_return_sequences or 1) == 1
         )
+        self.share_prefixes = share_prefixes and self.reuse_cache and not collective  # see _prefill_shared_prefixes
         self._cache = None
         self._rows: list[_CachedRow] = []
         self.last_prefill_tokens = 0  # tokens the last call prefilled (rows × columns after the reused cache)
@@ -152,7 +157,7 @@ class HFGenerator:
             ids[i, width - len(context) :] = torch.tensor(context)
             mask[i, width - len(context) :] = 1
         shared = 0  # tokens of the prefixes prefilled once for several rows
-        if self.reuse_cache and self._cache is None and not self.collective:
+        if self.share_prefixes and self._cache is None:
             shared = self._prefill_shared_prefixes(contexts, device)
         cache = self._reused_cache(contexts, device) if self.reuse_cache else None
         self.close()  # the previous call's cache: what is continued has been copied into `cache`

@@ -119,6 +119,11 @@ class SDARConfig(GRPOConfig):
             prompts are long next to completions. One process only, without gradient checkpointing (checked);
             `False` is TRL's pass.
 
+        generation_share_prefix (`bool`, *optional*, defaults to `True`):
+            Agent rollouts with the model's own `generate` (no vLLM): on a rollout's first call, prefill each prompt
+            that several episodes start with (a task's generations) once and copy its keys/values under each of
+            them. Same tokens sampled as the full prefill (tested). `False` prefills every row in full.
+
         > Parameters that control training on turn rows (`rollout_unit: turn`)
 
         max_tokens_per_backward (`int` or `None`, *optional*, defaults to `None`):
@@ -181,6 +186,11 @@ class SDARConfig(GRPOConfig):
         metadata={"help": "Student passes encode each shared prompt prefix once (gradient included); one process."},
     )
 
+    generation_share_prefix: bool = field(
+        default=True,
+        metadata={"help": "Rollouts with HF generate prefill each prompt several episodes share once."},
+    )
+
     max_tokens_per_backward: int | None = field(
         default=None,
         metadata={"help": "Max padded tokens per forward/backward pass (splits long turn-row micro-batches)."},
@@ -223,7 +233,7 @@ class SDARConfig(GRPOConfig):
             raise ValueError(
                 f"SDARConfig.teacher_update_rate={self.teacher_update_rate!r} is not valid; expected 0 < rate <= 1."
             )
-        for name in ("teacher_share_prefix", "student_share_prefix"):
+        for name in ("teacher_share_prefix", "student_share_prefix", "generation_share_prefix"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"SDARConfig.{name}={getattr(self, name)!r} is not valid; expected True or False.")
         if self.student_share_prefix and (getattr(self, "activation_checkpointing", None) or self.gradient_checkpointing):
