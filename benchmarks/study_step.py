@@ -16,7 +16,8 @@ Prints and writes (`--output`) each arm's medians over the measured steps (the f
 step, and every arm's step time relative to unshared GRPO in the same run.
 
     python benchmarks/study_step.py --config recipes/study/sdar_smollm2_doors_cpu.yaml \\
-        --model outputs/study/doors_smollm2_sft --steps 4 --output docs/results/study_step_doors.json
+        --model outputs/study/doors_smollm2_sft --steps 4 --output docs/results/study_step_doors.json \\
+        --per_device_train_batch_size 32        # any further flag overrides the recipe, as in `trl-sdar train`
 """
 
 from __future__ import annotations
@@ -133,7 +134,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--steps", type=int, default=4, help="steps per arm, the first a warm-up (default 4)")
     parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated, of {list(ARMS)}")
     parser.add_argument("--output", help="write the report (JSON) here")
-    args = parser.parse_args(argv)
+    args, recipe_overrides = parser.parse_known_args(argv)  # the rest: recipe flags, as `trl-sdar train` takes them
+    if any(not a.startswith("--") for a in recipe_overrides[:1]):
+        parser.error(f"unrecognised arguments {recipe_overrides}: recipe overrides are --flag value pairs.")
     names = [a for a in args.arms.split(",") if a]
     unknown = [a for a in names if a not in ARMS]
     if unknown or not names:
@@ -141,7 +144,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.steps < 2:
         parser.error(f"--steps {args.steps}: expected >= 2 (the first step is a warm-up, not measured).")
     recipe = ["--config", args.config, "--max_steps", str(args.steps)]
-    recipe += ["--model_name_or_path", args.model] if args.model else []
+    recipe += (["--model_name_or_path", args.model] if args.model else []) + recipe_overrides
     info = machine()
     with tempfile.TemporaryDirectory() as tmp:
         trainers = {name: build_arm(recipe, name, Path(tmp)) for name in names}

@@ -23,14 +23,15 @@ def test_profiles_grpo_and_shared_sdar_steps_of_a_recipe(study_step, tiny_model_
     monkeypatch.chdir(tmp_path)  # the recipe's relative output folder is replaced by the benchmark's own
     out = tmp_path / "step.json"
     argv = ["--config", RECIPE, "--model", tiny_model_dir, "--steps", "2", "--arms", "grpo,sdar-shared",
-            "--output", str(out)]  # fmt: skip
+            "--output", str(out),
+            "--env_options", '{"context": "informative", "rooms": 1}', "--max_turns", "1"]  # recipe overrides
     study_step.main(argv)
     report = json.loads(out.read_text())
     assert list(report["arms"]) == ["grpo", "sdar-shared"]
     grpo, sdar = report["arms"]["grpo"], report["arms"]["sdar-shared"]
     for arm in (grpo, sdar):
         assert len(arm["steps"]) == 2 and arm["measured_steps"] == 1
-        assert arm["rows"] >= 16  # 2 tasks x 8 episodes, one row per turn
+        assert arm["rows"] == 16  # 2 tasks x 8 episodes of one turn each: the overrides reached the recipe
         assert 0 < arm["student_forward_s"] < arm["step_s"] and 0 < arm["rollout_s"] < arm["step_s"]
         parts = arm["rollout_s"] + arm["teacher_s"] + arm["student_forward_s"] + arm["backward_and_optimizer_s"]
         assert parts == pytest.approx(arm["step_s"], rel=1e-6)
