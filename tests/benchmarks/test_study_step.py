@@ -22,9 +22,22 @@ def study_step():
 def test_profiles_grpo_and_shared_sdar_steps_of_a_recipe(study_step, tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the recipe's relative output folder is replaced by the benchmark's own
     out = tmp_path / "step.json"
-    argv = ["--config", RECIPE, "--model", tiny_model_dir, "--steps", "2", "--arms", "grpo,sdar-shared",
-            "--output", str(out),
-            "--env_options", '{"context": "informative", "rooms": 1}', "--max_turns", "1"]  # recipe overrides
+    argv = [
+        "--config",
+        RECIPE,
+        "--model",
+        tiny_model_dir,
+        "--steps",
+        "2",
+        "--arms",
+        "grpo,sdar-shared",
+        "--output",
+        str(out),
+        "--env_options",
+        '{"context": "informative", "rooms": 1}',
+        "--max_turns",
+        "1",
+    ]  # recipe overrides
     study_step.main(argv)
     report = json.loads(out.read_text())
     assert list(report["arms"]) == ["grpo", "sdar-shared"]

@@ -8,9 +8,9 @@ builds the one a rollout uses, sampling with the trainer's settings; use it as a
 Multi-turn generation in linear time: `HFGenerator` keeps the KV cache of the rows it generated for. A context that
 starts with one of them (its context, the ids returned, then the environment's tokens) reuses that row's keys/values
 and only its new suffix is prefilled; anything else is prefilled in full. On a rollout's first call, contexts that
-start alike (the episodes of one task share their first prompt) get that common prefix prefilled once. `VLLMGenerator` keeps sleeping vLLM awake
-for the whole rollout, so the weights are synced once per rollout (TRL's `generate` would re-sync them every turn)
-and vLLM's prefix cache survives from one turn to the next.
+start alike (the episodes of one task share their first prompt) get that common prefix prefilled once.
+`VLLMGenerator` keeps sleeping vLLM awake for the whole rollout, so the weights are synced once per rollout (TRL's
+`generate` would re-sync them every turn) and vLLM's prefix cache survives from one turn to the next.
 """
 
 from __future__ import annotations

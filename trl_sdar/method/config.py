@@ -236,7 +236,8 @@ class SDARConfig(GRPOConfig):
         for name in ("teacher_share_prefix", "student_share_prefix", "generation_share_prefix"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"SDARConfig.{name}={getattr(self, name)!r} is not valid; expected True or False.")
-        if self.student_share_prefix and (getattr(self, "activation_checkpointing", None) or self.gradient_checkpointing):
+        checkpointing = getattr(self, "activation_checkpointing", None) or self.gradient_checkpointing
+        if self.student_share_prefix and checkpointing:
             raise ValueError(
                 "SDARConfig.student_share_prefix=True needs gradient_checkpointing=False: checkpointed layers keep no "
                 "keys/values to share; turn one of them off."
