@@ -92,34 +92,27 @@ def build_trainer(arm: str, model_dir: str, settings, output_dir: str):
 
 
 def _step_recorder(trainer, turns: Turns, index: int, memory: Memory, name: str, verbose: bool):
-    """A callback that waits for the arm's turn before each step, and records the step's time, teacher and rollout
-    seconds and transient memory peak when it ends."""
+    """A callback that waits for the arm's turn before each step, and records the step's time, transient memory peak
+    and the change in each number the trainer's `_bench()` keeps (teacher and rollout seconds, and whatever a
+    subclass adds) when it ends."""
     from transformers import TrainerCallback
 
     class StepRecorder(TrainerCallback):
         def __init__(self):
             self.steps: list[dict[str, float]] = []
-            self._start, self._marks = 0.0, (0.0, 0.0)
+            self._start, self._marks = 0.0, {}
 
         def on_step_begin(self, args, state, control, **kwargs):
             turns.wait(index)
             memory.begin()
-            bench = trainer._bench()
-            self._marks = (bench["teacher_s"], bench["rollout_s"])
+            self._marks = {k: v for k, v in trainer._bench().items() if isinstance(v, int | float)}
             self._start = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kwargs):
             sync()
             elapsed, peak, bench = time.perf_counter() - self._start, memory.end(), trainer._bench()
-            self.steps.append(
-                {
-                    "begin_s": self._start,
-                    "step_s": elapsed,
-                    "teacher_s": bench["teacher_s"] - self._marks[0],
-                    "rollout_s": bench["rollout_s"] - self._marks[1],
-                    "transient_mb": peak,
-                }
-            )
+            changes = {k: bench[k] - mark for k, mark in self._marks.items()}  # teacher_s, rollout_s, ...
+            self.steps.append({"begin_s": self._start, "step_s": elapsed, **changes, "transient_mb": peak})
             if verbose:
                 step = self.steps[-1]
                 print(

@@ -42,8 +42,8 @@ ARMS = {  # name: (sdar_coef override (None: the recipe's), generation_share_pre
 
 
 def _profiled_class():
-    """The overhead benchmark's timed trainer, also timing the student's graph-building passes and counting rows and
-    the tokens the student's passes read."""
+    """The overhead benchmark's timed trainer, also timing the student's graph-building passes and counting the rows
+    of each generation batch (its step recorder records the change in both per step)."""
     import torch
 
     base = _timed_trainer_class()
@@ -85,26 +85,6 @@ def build_arm(argv: list[str], name: str, workdir: Path):
         raise SystemExit("study_step.py runs in one process; drop the recipe's launch settings.")
     trainer, _ = build_trainer(script, training, model, trainer_class=_profiled_class())
     return trainer
-
-
-def _student_recorder(trainer, turns, index, memory, name):
-    """The overhead benchmark's step recorder, plus the student seconds and rows of each step."""
-    recorder = _step_recorder(trainer, turns, index, memory, name, verbose=True)
-    marks = {}
-    begin, end = recorder.on_step_begin, recorder.on_step_end
-
-    def on_step_begin(args, state, control, **kwargs):
-        begin(args, state, control, **kwargs)
-        marks.update(student=trainer._bench()["student_s"], rows=trainer._bench()["rows"])
-
-    def on_step_end(args, state, control, **kwargs):
-        bench = trainer._bench()
-        student, rows = bench["student_s"] - marks["student"], bench["rows"] - marks["rows"]
-        end(args, state, control, **kwargs)
-        recorder.steps[-1].update(student_s=student, rows=rows)
-
-    recorder.on_step_begin, recorder.on_step_end = on_step_begin, on_step_end
-    return recorder
 
 
 def summarise(steps: list[dict[str, float]]) -> dict[str, Any]:
@@ -149,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         trainers = {name: build_arm(recipe, name, Path(tmp)) for name in names}
         turns, memory = Turns(len(names)), Memory()
-        recorders = {n: _student_recorder(trainers[n], turns, i, memory, n) for i, n in enumerate(names)}
+        recorders = {n: _step_recorder(trainers[n], turns, i, memory, n, verbose=True) for i, n in enumerate(names)}
         for name in names:
             trainers[name].add_callback(recorders[name])
         start = time.perf_counter()

@@ -382,3 +382,22 @@ def test_rollout_generator_shares_prefixes_as_the_config_says(tiny_model_dir, tm
                               accelerator=SimpleNamespace(unwrap_model=lambda m: m, distributed_type="NO"),
                               model=model, model_wrapped=None)  # fmt: skip
     assert make_generator(trainer).share_prefixes is share
+
+
+@pytest.mark.slow
+def test_fsdp2_generation_never_adds_a_prefix_prefill_only_one_rank_would_make(tiny_model_dir, tmp_path):
+    from pathlib import Path
+
+    from trl_sdar.testing import rank_reports
+
+    worker = Path(__file__).parent / "_fsdp2_generation_worker.py"
+    result, ranks = rank_reports(worker, tiny_model_dir, tmp_path / "in_step", "--shared-prompts")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [r["episodes"] for r in ranks] == [2, 1]
+    # unsharded, rank 0's two episodes share their first prompt and prefill it once; rank 1 has nothing to share
+    assert [r["first_call_shared"]["unsharded"] for r in ranks] == [True, False]
+    assert [r["first_call_shared"]["sharded"] for r in ranks] == [False, False]  # collective: no extra forward
+    assert ranks[0]["forwards"] == ranks[1]["forwards"]
+    assert all(r["same_tokens"] for r in ranks)  # sharded, unshared prefill = unsharded, shared prefill
+    forced, _ = rank_reports(worker, tiny_model_dir, tmp_path / "forced", "--shared-prompts", "--force-share")
+    assert forced.returncode != 0  # the data does need the guard: rank 0's extra prefill forward is never joined

@@ -457,3 +457,14 @@ def test_student_sharing_is_validated(tmp_path):
     with pytest.raises(ValueError, match="student_share_prefix=True needs gradient_checkpointing=False"):
         SDARConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, student_share_prefix=True)
     assert SDARConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False).student_share_prefix is False
+
+
+@pytest.mark.slow
+def test_student_sharing_is_refused_by_every_process_of_a_two_process_run(tiny_model_dir, tmp_path):
+    # rank 0's prompts share a prefix and rank 1's do not: shared student passes would make the ranks run different
+    # numbers of forwards before one backward, so each rank refuses, naming the field, instead of training
+    worker = Path(__file__).parent / "_student_share_2proc_worker.py"
+    result, ranks = rank_reports(worker, tiny_model_dir, tmp_path / "refused")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    assert all("student_share_prefix=True runs on one process only (this run has 2)" in r["error"] for r in ranks)

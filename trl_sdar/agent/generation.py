@@ -149,13 +149,9 @@ class HFGenerator:
         return self._generate(contexts, max_new_tokens)
 
     def _generate(self, contexts: list[list[int]], max_new_tokens: int) -> list[Generated]:
-        width = max(len(c) for c in contexts)
         device = next(self.model.parameters()).device
-        ids = torch.full((len(contexts), width), self.pad_token_id, dtype=torch.long)  # (B, W), left-padded
-        mask = torch.zeros((len(contexts), width), dtype=torch.long)  # (B, W)
-        for i, context in enumerate(contexts):
-            ids[i, width - len(context) :] = torch.tensor(context)
-            mask[i, width - len(context) :] = 1
+        ids, mask = _left_padded(contexts, self.pad_token_id)  # (B, W) each
+        width = ids.size(1)
         shared = 0  # tokens of the prefixes prefilled once for several rows
         if self.share_prefixes and self._cache is None:
             shared = self._prefill_shared_prefixes(contexts, device)
@@ -214,8 +210,9 @@ class HFGenerator:
 
     def _prefill_shared_prefixes(self, contexts: list[list[int]], device) -> int:
         """Nothing stored yet (a rollout's first call): contexts that start alike (the episodes of one task) get their
-        common prefix prefilled once, batched over the distinct prefixes, and stored as the rows `_reused_cache` then
-        copies under each of them. Returns the prefix tokens prefilled (0: no prefix worth sharing)."""
+        common prefix prefilled once, batched over the distinct prefixes, and stored as if generated for (`_remember`,
+        which also refuses caches it cannot copy), so that `_reused_cache` copies it under each of them. Returns the
+        prefix tokens prefilled (0: no prefix worth sharing)."""
         from transformers import DynamicCache
 
         from trl_sdar.method.prefix_scoring import cache_kwarg, group_rows_by_prefix
@@ -224,17 +221,12 @@ class HFGenerator:
         if not groups:
             return 0
         prefixes = [contexts[g.rows[0]][: g.prefix_len] for g in groups]
-        width = max(len(p) for p in prefixes)
-        ids = torch.full((len(prefixes), width), self.pad_token_id, dtype=torch.long)  # (G, P), left-padded
-        mask = torch.zeros((len(prefixes), width), dtype=torch.long)
-        for i, prefix in enumerate(prefixes):
-            ids[i, width - len(prefix) :], mask[i, width - len(prefix) :] = torch.tensor(prefix), 1
+        ids, mask = _left_padded(prefixes, self.pad_token_id)  # (G, P) each
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # as `generate` derives them from the attention mask
-        cache = DynamicCache()
+        cache = DynamicCache(config=self.model.config)  # the layer kinds `generate` would use
         self.model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
                    use_cache=True, logits_to_keep=1, **{cache_kwarg(self.model): cache})  # fmt: skip
-        self._cache = cache
-        self._rows = [_CachedRow(width - len(p), torch.tensor(p, dtype=torch.long)) for p in prefixes]
+        self._remember(prefixes, [Generated([]) for _ in prefixes], cache, ids.size(1))
         return sum(len(p) for p in prefixes)
 
     def _reused_cache(self, contexts: list[list[int]], device):
@@ -279,6 +271,17 @@ class HFGenerator:
             if common > best[1]:
                 best = (index, common)
         return best
+
+
+def _left_padded(contexts: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids (B, W) of `contexts` left-padded to the longest, and their attention mask (B, W)."""
+    width = max(len(c) for c in contexts)
+    ids = torch.full((len(contexts), width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(contexts), width), dtype=torch.long)
+    for i, context in enumerate(contexts):
+        ids[i, width - len(context) :] = torch.tensor(context)
+        mask[i, width - len(context) :] = 1
+    return ids, mask
 
 
 def _generation_config(pad_id, bos_id, eos_ids, sampling: dict, repetition_penalty, generation_kwargs, cache_impl):

@@ -148,6 +148,11 @@ class SDARTrainer(GRPOTrainer):
         if getattr(rollout_func, "rollout_unit", "episode") == "turn":
             _check_turn_rewards(reward_funcs, args)
         check_launched_processes(args)  # N launched processes must train together, not N times alone
+        if args.student_share_prefix and args.world_size > 1:  # before the model loads
+            raise ValueError(
+                f"SDARConfig.student_share_prefix=True runs on one process only (this run has {args.world_size}): "
+                "each process would make a data-dependent number of forwards before one backward; set it to False."
+            )
         super().__init__(
             model,
             reward_funcs,
@@ -184,12 +189,6 @@ class SDARTrainer(GRPOTrainer):
         self._student_logps: torch.Tensor | None = None
         self._student_entropies: torch.Tensor | None = None
         self._warned: set[str] = set()
-        if args.student_share_prefix and self.accelerator.num_processes > 1:
-            raise ValueError(
-                f"SDARConfig.student_share_prefix=True runs on one process only (launched: "
-                f"{self.accelerator.num_processes}): each process would make a data-dependent number of forwards "
-                "before one backward; set it to False."
-            )
         self._share_student_prefix = args.student_share_prefix and self._prefix_sharing_supported("student")
         self.teacher: Teacher | None = None
         self._share_teacher_prefix = False
