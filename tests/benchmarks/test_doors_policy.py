@@ -1,4 +1,4 @@
-"""benchmarks/doors_probe.py: the summary on hand-computed choice tables, and the shared-prefix answer scores against
+"""benchmarks/doors_policy.py: the summary on hand-computed choice tables, and the shared-prefix answer scores against
 a plain forward pass of the tiny model."""
 
 import importlib
@@ -19,27 +19,27 @@ COLOURS = ("red", "blue", "green")
 
 
 @pytest.fixture(scope="module")
-def doors_probe():
+def doors_policy():
     if BENCHMARKS not in sys.path:
         sys.path.insert(0, BENCHMARKS)
-    return importlib.import_module("doors_probe")
+    return importlib.import_module("doors_policy")
 
 
-def test_a_choice_that_ignores_the_sign_carries_no_rule_information(doors_probe):
+def test_a_choice_that_ignores_the_sign_carries_no_rule_information(doors_policy):
     choice = torch.tensor([[0.2, 0.5, 0.3]] * 6)
     cues, right = torch.tensor([0, 1, 2, 0, 1, 2]), torch.tensor([1, 2, 0, 1, 2, 0])
-    report = doors_probe.summarise(choice, cues, right, coverage=0.9, colours=COLOURS)
+    report = doors_policy.summarise(choice, cues, right, coverage=0.9, colours=COLOURS)
     assert report["rule_information_nats"] == pytest.approx(0.0, abs=1e-7)
     assert report["prior"] == pytest.approx({"red": 0.2, "blue": 0.5, "green": 0.3})
     assert report["expected_success"] == pytest.approx((0.5 + 0.3 + 0.2) / 3)  # P(right) per task, averaged
     assert report["tasks"] == 6 and report["coverage"] == 0.9
 
 
-def test_a_choice_that_follows_the_sign_carries_ln3_nats_and_wins_every_task(doors_probe):
+def test_a_choice_that_follows_the_sign_carries_ln3_nats_and_wins_every_task(doors_policy):
     cues = torch.tensor([0, 1, 2, 2])
     right = torch.tensor([2, 0, 1, 1])  # a made-up rule: sign s -> colour (s + 2) % 3
     choice = torch.nn.functional.one_hot(right, 3).float()
-    report = doors_probe.summarise(choice, cues, right, coverage=1.0, colours=COLOURS)
+    report = doors_policy.summarise(choice, cues, right, coverage=1.0, colours=COLOURS)
     weights = torch.tensor([0.25, 0.25, 0.5])  # the sign's frequencies; the colours take the same ones
     assert report["rule_information_nats"] == pytest.approx(float(-(weights * weights.log()).sum()), rel=1e-6)
     assert report["expected_success"] == 1.0
@@ -47,11 +47,11 @@ def test_a_choice_that_follows_the_sign_carries_ln3_nats_and_wins_every_task(doo
     assert set(report["choice_given_sign"]) == {"moon", "star", "sun"}
 
 
-def test_half_informed_choices_fall_between(doors_probe):
+def test_half_informed_choices_fall_between(doors_policy):
     cues = torch.tensor([0, 1, 2])
     right = torch.tensor([0, 1, 2])
     choice = 0.5 * torch.eye(3) + 0.5 / 3  # half the time the rule, half the time uniform
-    report = doors_probe.summarise(choice, cues, right, coverage=1.0, colours=COLOURS)
+    report = doors_policy.summarise(choice, cues, right, coverage=1.0, colours=COLOURS)
     p = 0.5 + 0.5 / 3
     expected = math.log(3) + p * math.log(p) + 2 * (0.5 / 3) * math.log(0.5 / 3)  # ln 3 - H(row)
     assert report["rule_information_nats"] == pytest.approx(expected, rel=1e-6)
@@ -75,15 +75,15 @@ def _plain_logprob(model, prompt: list[int], answer: list[int]) -> float:
     return float(taken[len(prompt) - 1 :].sum())
 
 
-def test_shared_prefix_answer_scores_equal_a_plain_forward_pass(doors_probe, tiny):
+def test_shared_prefix_answer_scores_equal_a_plain_forward_pass(doors_policy, tiny):
     model, tokenizer = tiny
     fused = AutoModelForCausalLM.from_pretrained(model.name_or_path).eval()
     add_fused_lm_head(fused, temperature=1.0)
     header = tokenizer("You are in a hall with doors.", add_special_tokens=False)["input_ids"] * 3
     prompts = [header + tokenizer(f" The sign shows a {s}.", add_special_tokens=False)["input_ids"]
                for s in ("moon", "star", "sun and a tree")]  # fmt: skip
-    answers = [doors_probe.ANSWER.format(c=c) for c in COLOURS]
-    scores = doors_probe.answer_logprobs(fused, tokenizer, prompts, answers, batch_size=4)
+    answers = [doors_policy.ANSWER.format(c=c) for c in COLOURS]
+    scores = doors_policy.answer_logprobs(fused, tokenizer, prompts, answers, batch_size=4)
     assert scores.shape == (3, 3)
     for i, prompt in enumerate(prompts):
         for j, answer in enumerate(answers):
@@ -91,25 +91,25 @@ def test_shared_prefix_answer_scores_equal_a_plain_forward_pass(doors_probe, tin
             assert float(scores[i, j]) == pytest.approx(_plain_logprob(model, prompt, encoded), abs=1e-3)
 
 
-def test_probe_reads_every_task_of_a_one_room_world(doors_probe, tiny):
+def test_read_policy_reads_every_task_of_a_one_room_world(doors_policy, tiny):
     model, tokenizer = tiny
     add_fused_lm_head(model, temperature=1.0)
-    report = doors_probe.probe(model, tokenizer, DoorsEnv(rooms=1, options=3), list(range(6)), batch_size=5)
+    report = doors_policy.read_policy(model, tokenizer, DoorsEnv(rooms=1, options=3), list(range(6)), batch_size=5)
     assert report["tasks"] == 6 and 0 <= report["coverage"] < 1  # a random model: ~0 mass on the template
     assert sum(report["prior"].values()) == pytest.approx(1.0)
     for row in report["choice_given_sign"].values():
         assert sum(row.values()) == pytest.approx(1.0)
     assert 0 <= report["expected_success"] <= 1 and report["rule_information_nats"] >= -1e-7
     with pytest.raises(ValueError, match="rooms=2 is not valid"):
-        doors_probe.probe(model, tokenizer, DoorsEnv(rooms=2, options=3), [0])
+        doors_policy.read_policy(model, tokenizer, DoorsEnv(rooms=2, options=3), [0])
 
 
-def test_main_reports_each_model_of_the_one_room_manifest(doors_probe, tiny_model_dir, tmp_path):
+def test_main_reports_each_model_of_the_one_room_manifest(doors_policy, tiny_model_dir, tmp_path):
     out = tmp_path / "probe.json"
-    report = doors_probe.main(["--models", tiny_model_dir, "--output", str(out)])
+    report = doors_policy.main(["--models", tiny_model_dir, "--output", str(out)])
     written = json.loads(out.read_text())
     assert written["manifest"] == "doors1_builtin_eval128" and written["models"][tiny_model_dir]["tasks"] == 128
     assert written["models"] == json.loads(json.dumps(report["models"]))
     assert written["seconds"][tiny_model_dir] > 0
     with pytest.raises(ValueError, match="rooms=2 is not valid"):
-        doors_probe.main(["--models", tiny_model_dir, "--manifest", "doors_builtin_eval128"])
+        doors_policy.main(["--models", tiny_model_dir, "--manifest", "doors_builtin_eval128"])

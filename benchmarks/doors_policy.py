@@ -13,8 +13,8 @@ scores the three complete answers the warm start writes ("<think>The best move n
   ln 3 = 1.10: the choice is a function of the sign). A policy that only shifts its colour preferences raises or
   lowers success on some colours without raising this.
 
-    python benchmarks/doors_probe.py --models outputs/study/doors_smollm2_sft outputs/.../runs/grpo/seed0 \
-        --output docs/results/doors_probe.json
+    python benchmarks/doors_policy.py --models outputs/study/doors_smollm2_sft outputs/.../runs/grpo/seed0 \
+        --output docs/results/study_doors1_wide_policy.json
 """
 
 from __future__ import annotations
@@ -70,10 +70,10 @@ def answer_logprobs(model, tokenizer, prompts: list[list[int]], answers: list[st
     return logps.sum(-1).view(len(prompts), len(answers))
 
 
-def probe(model, tokenizer, env: DoorsEnv, task_ids: list[int], batch_size: int = 48) -> dict:
+def read_policy(model, tokenizer, env: DoorsEnv, task_ids: list[int], batch_size: int = 48) -> dict:
     """The measures of the module docstring for one model over `task_ids` (one-room doors tasks)."""
     if env.rooms != 1:
-        raise ValueError(f"rooms={env.rooms} is not valid for the probe; expected 1 (one decision per episode).")
+        raise ValueError(f"rooms={env.rooms} is not valid for this read-out; expected 1 (one decision per episode).")
     turns = ChatTurns(tokenizer)
     colours = COLOURS[: env.options]
     prompts, rooms = [], []
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
         began = time.perf_counter()
         model, tokenizer = load_policy(path, device="cpu")
         add_fused_lm_head(model, temperature=1.0)
-        report["models"][path] = result = probe(model, tokenizer, env, manifest["task_ids"])
+        report["models"][path] = result = read_policy(model, tokenizer, env, manifest["task_ids"])
         line = f"expected success {result['expected_success']:.3f}, coverage {result['coverage']:.3f}"
         print(f"{path}: {line}, rule information {result['rule_information_nats']:.3f} nats", flush=True)
         report["seconds"][path] = round(time.perf_counter() - began, 1)
