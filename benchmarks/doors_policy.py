@@ -1,8 +1,10 @@
 """What a model has learned of the one-room doors world, read from its probabilities instead of sampled episodes.
 
 A one-room doors episode is one decision: which of the listed doors to open. For every task of a manifest this
-scores the three complete answers the warm start writes ("<think>The best move now is to open {c} door.</think>
-<action>open {c} door</action>") under the model, on the exact step prompt the agent loop builds, and reports:
+scores the three complete answers the warm start writes under the model, on the exact step prompt the agent loop
+builds: the expert's turn with each colour in turn ("<think>The best move now is to open {c} door.</think><action>
+open {c} door</action>", or with `--expert-reason cue` "<think>The sign shows a moon. The best move now is …"). It
+reports:
 
 * `coverage`: the probability mass of those three answers (how much of the policy the template describes);
 * `expected_success`: the mean over tasks of P(the right answer), with the three renormalised; this is the success
@@ -35,7 +37,14 @@ from trl_sdar.agent.chat import ChatTurns  # noqa: E402
 from trl_sdar.agent.prompts import StepView, step_prompt  # noqa: E402
 from trl_sdar.envs.doors import COLOURS, SYMBOLS, DoorsEnv  # noqa: E402
 
-ANSWER = "<think>The best move now is to open {c} door.</think><action>open {c} door</action>"
+
+def answer_texts(env: DoorsEnv, task_id: int) -> list[str]:
+    """The expert's turn (`env.expert_rationale`, its action) on `task_id`'s first room, once with each colour as
+    the answer; `env` is left reset on the task."""
+    env.reset(task_id)
+    right = env.expert_action().split()[1]
+    turn = f"<think>{env.expert_rationale()}</think><action>{env.expert_action()}</action>"
+    return [turn.replace(f" {right} ", f" {c} ") for c in COLOURS[: env.options]]
 
 
 def _left_padded(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,20 +63,22 @@ def _right_padded(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.
     return ids, mask
 
 
-def answer_logprobs(model, tokenizer, prompts: list[list[int]], answers: list[str], batch_size: int = 48):
-    """Summed log-probability (len(prompts), len(answers)) of each answer, with its end-of-turn token, after each
-    prompt at temperature 1. The prompts' common leading tokens (system prompt, the world's header) and each prompt
+def answer_logprobs(model, tokenizer, prompts: list[list[int]], answers: list[list[str]], batch_size: int = 48):
+    """Summed log-probability (len(prompts), k) of each prompt's k answers, each with its end-of-turn token, at
+    temperature 1. The prompts' common leading tokens (system prompt, the world's header) and each prompt
     are encoded once (`shared_prefix_logps`); `model` must carry TRL's fused LM head (`add_fused_lm_head`)."""
     from trl_sdar.method.prefix_scoring import shared_prefix_logps
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    encoded = [tokenizer(a, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for a in answers]
-    prompt_ids, prompt_mask = _left_padded([p for p in prompts for _ in answers], pad)
-    completion_ids, completion_mask = _right_padded(encoded * len(prompts), pad)
+    encoded = [
+        tokenizer(a, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for row in answers for a in row
+    ]
+    prompt_ids, prompt_mask = _left_padded([p for p, row in zip(prompts, answers, strict=True) for _ in row], pad)
+    completion_ids, completion_mask = _right_padded(encoded, pad)
     with torch.no_grad():
         logps = shared_prefix_logps(model, prompt_ids, prompt_mask, completion_ids, completion_mask,
                                     batch_size=batch_size)  # fmt: skip
-    return logps.sum(-1).view(len(prompts), len(answers))
+    return logps.sum(-1).view(len(prompts), -1)
 
 
 def read_policy(model, tokenizer, env: DoorsEnv, task_ids: list[int], batch_size: int = 48) -> dict:
@@ -76,13 +87,14 @@ def read_policy(model, tokenizer, env: DoorsEnv, task_ids: list[int], batch_size
         raise ValueError(f"rooms={env.rooms} is not valid for this read-out; expected 1 (one decision per episode).")
     turns = ChatTurns(tokenizer)
     colours = COLOURS[: env.options]
-    prompts, rooms = [], []
+    prompts, rooms, answers = [], [], []
     for task_id in task_ids:
+        answers.append(answer_texts(env, task_id))
         task, first = env.task(task_id), env.reset(task_id)
         rooms.append(task.info["rooms"][0])
         view = StepView(task, first)
         prompts.append(turns.prompt_ids([{"role": "user", "content": step_prompt(env.name, env.action_tag, view)}]))
-    logps = answer_logprobs(model, tokenizer, prompts, [ANSWER.format(c=c) for c in colours], batch_size)
+    logps = answer_logprobs(model, tokenizer, prompts, answers, batch_size)
     choice = torch.softmax(logps, -1)  # (tasks, colours): the policy restricted to the three answers
     cues = torch.tensor([room["cue"] for room in rooms])
     right = torch.tensor([colours.index(room["answer"]) for room in rooms])
@@ -120,13 +132,21 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", nargs="+", required=True, help="model folders or LoRA run folders")
     p.add_argument("--manifest", default="doors1_builtin_eval128", help="a one-room doors manifest")
+    p.add_argument("--expert-reason", default="plain", choices=["plain", "cue"],
+                   help="the rationale the warm start was taught (the doors option expert_reason)")  # fmt: skip
     p.add_argument("--output", type=Path, default=None, help="write the JSON report here")
     args = p.parse_args(argv)
     manifest = load_manifest(args.manifest)
     if manifest["env_name"] != "doors":
         raise SystemExit(f"--manifest {args.manifest!r} is a {manifest['env_name']!r} manifest; expected doors")
-    env = DoorsEnv(**manifest["env_kwargs"])
-    report = {"manifest": args.manifest, "machine": machine(), "seconds": {}, "models": {}}
+    env = DoorsEnv(**manifest["env_kwargs"], expert_reason=args.expert_reason)
+    report = {
+        "manifest": args.manifest,
+        "expert_reason": args.expert_reason,
+        "machine": machine(),
+        "seconds": {},
+        "models": {},
+    }
     for path in args.models:
         began = time.perf_counter()
         model, tokenizer = load_policy(path, device="cpu")

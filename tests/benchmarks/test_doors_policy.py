@@ -12,7 +12,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl.trainer.utils import add_fused_lm_head
 
-from trl_sdar.envs.doors import DoorsEnv
+from trl_sdar.envs.doors import SYMBOLS, DoorsEnv
 
 BENCHMARKS = str(Path(__file__).resolve().parents[2] / "benchmarks")
 COLOURS = ("red", "blue", "green")
@@ -82,13 +82,30 @@ def test_shared_prefix_answer_scores_equal_a_plain_forward_pass(doors_policy, ti
     header = tokenizer("You are in a hall with doors.", add_special_tokens=False)["input_ids"] * 3
     prompts = [header + tokenizer(f" The sign shows a {s}.", add_special_tokens=False)["input_ids"]
                for s in ("moon", "star", "sun and a tree")]  # fmt: skip
-    answers = [doors_policy.ANSWER.format(c=c) for c in COLOURS]
+    answers = [doors_policy.answer_texts(DoorsEnv(rooms=1, expert_reason="cue"), t) for t in range(3)]
     scores = doors_policy.answer_logprobs(fused, tokenizer, prompts, answers, batch_size=4)
     assert scores.shape == (3, 3)
     for i, prompt in enumerate(prompts):
-        for j, answer in enumerate(answers):
+        for j, answer in enumerate(answers[i]):
             encoded = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
             assert float(scores[i, j]) == pytest.approx(_plain_logprob(model, prompt, encoded), abs=1e-3)
+
+
+@pytest.mark.parametrize("reason", ["plain", "cue"])
+def test_the_answers_are_the_experts_turn_with_each_colour(doors_policy, reason):
+    env = DoorsEnv(rooms=1, options=3, expert_reason=reason)
+    for task_id in range(4):
+        room = env.task(task_id).info["rooms"][0]
+        answers = doors_policy.answer_texts(env, task_id)
+        assert len(answers) == 3
+        for colour, text in zip(COLOURS, answers, strict=True):
+            assert text.endswith(f"<action>open {colour} door</action>") and f"to open {colour} door.</think>" in text
+            assert text.startswith(f"<think>The sign shows a {SYMBOLS[room['cue']]}. ") == (reason == "cue")
+        env.reset(task_id)
+        assert (
+            answers[COLOURS.index(room["answer"])]
+            == f"<think>{env.expert_rationale()}</think><action>{env.expert_action()}</action>"
+        )
 
 
 def test_read_policy_reads_every_task_of_a_one_room_world(doors_policy, tiny):

@@ -29,7 +29,7 @@ def test_warm_start_on_random_rule_demos_then_sdar_with_the_task_context(tmp_pat
         tmp_path,
         "sft.yaml",
         COMMON
-        + """env_options: {rule: random, context: informative}
+        + """env_options: {rule: random, context: informative, expert_reason: cue}
 skills_fraction: 1.0
 num_demos: 4
 demo_task_start: 1000
@@ -37,10 +37,14 @@ max_steps: 1
 per_device_train_batch_size: 4
 """,
     )
-    main(["sft", "--config", sft, "--output_dir", str(tmp_path / "warm")])
+    main(["sft", "--config", sft, "--output_dir", str(tmp_path / "warm"), "--max_turn_tokens", "64"])  # the cue reason
     assert (tmp_path / "warm" / "training_args.bin").is_file()  # the full model's folder saves (args pickled)
     demos = [json.loads(line) for line in (tmp_path / "warm" / "demos.jsonl").read_text().splitlines()]
     assert all(d["with_skills"] for d in demos)
+    for d in demos:  # expert_reason: cue restates the room's cue before the move, and the move is the action
+        action = d["completion"].split("<action>")[1].split("</action>")[0]
+        cue = "The sign shows a " if action.endswith("door") else "The voice says "
+        assert d["completion"].startswith(f"<think>{cue}") and f"The best move now is to {action}." in d["completion"]
     train = _recipe(
         tmp_path,
         "train.yaml",

@@ -99,6 +99,7 @@ def test_a_policy_that_knows_nothing_wins_one_in_options_to_the_rooms():
     ({"rooms": 3}, "rooms=3 is not valid"), ({"options": 5}, "options=5 is not valid"),
     ({"rule": "learned"}, "rule='learned' is not valid"), ({"context": "all"}, "context='all' is not valid"),
     ({"noise": 1.5}, "noise=1.5 is not valid"), ({"max_turns": 1}, "max_turns=1 is not valid"),
+    ({"expert_reason": "long"}, r"expert_reason='long' is not valid; expected one of \['plain', 'cue'\]"),
 ])  # fmt: skip
 def test_bad_settings_name_the_field(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -133,3 +134,21 @@ def test_one_room_tasks_open_the_same_door_room_as_two_room_tasks():
     one, two = DoorsEnv(rooms=1), DoorsEnv(rooms=2)
     for task_id in range(40):
         assert one.task(task_id).info["rooms"] == two.task(task_id).info["rooms"][:1]
+
+
+def test_the_experts_reason_names_the_move_and_with_cue_first_restates_the_rooms_cue():
+    plain, cue = DoorsEnv(rooms=2, expert_reason="plain"), DoorsEnv(rooms=2, expert_reason="cue")
+    task = cue.task(5)
+    door, chest = task.info["rooms"]
+    for env in (plain, cue):
+        env.reset(5)
+    assert plain.expert_rationale() == f"The best move now is to open {door['answer']} door."
+    assert (
+        cue.expert_rationale()
+        == f"The sign shows a {SYMBOLS[door['cue']]}. The best move now is to open {door['answer']} door."
+    )
+    cue.step(cue.expert_action())  # into the chest room
+    assert (
+        cue.expert_rationale()
+        == f"The voice says {WORDS[chest['cue']]}. The best move now is to open {chest['answer']} chest."
+    )

@@ -20,6 +20,10 @@ The privileged context of a task (`Task.info["privileged_context"]`, chosen by `
   imperfect skill retrieval is;
 * `rules`: the world's whole rule table, the way a general skill would state it;
 * `none`: nothing.
+
+The expert's rationale (the `<think>` of warm-start demonstrations, `expert_reason`): `plain` names the move and
+nothing more; `cue` first restates the room's cue ("The sign shows a moon. The best move now is to …"), so the
+word the rule reads stands right before the choice in the model's own text.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ def chest_rule(cue: int, options: int) -> int:
 HALLS = ("a quiet hall", "a dusty hall", "a long hall", "a bright hall", "a cold hall", "a narrow hall")
 RULES = ("fixed", "random")
 CONTEXTS = ("informative", "noisy", "rules", "none")
+EXPERT_REASONS = ("plain", "cue")
 WIN_REWARD = 10.0
 
 
@@ -73,7 +78,7 @@ class DoorsEnv:
     invalid_format_penalty = 0.1
 
     def __init__(self, rooms: int = 2, options: int = 3, rule: str = "fixed", context: str = "informative",
-                 noise: float = 0.5, max_turns: int = 4, seed: int = 0):  # fmt: skip
+                 noise: float = 0.5, max_turns: int = 4, seed: int = 0, expert_reason: str = "plain"):  # fmt: skip
         if rooms not in (1, 2):
             raise ValueError(f"rooms={rooms!r} is not valid; expected 1 or 2.")
         if not 2 <= options <= len(COLOURS):
@@ -82,12 +87,14 @@ class DoorsEnv:
             raise ValueError(f"rule={rule!r} is not valid; expected one of {list(RULES)}.")
         if context not in CONTEXTS:
             raise ValueError(f"context={context!r} is not valid; expected one of {list(CONTEXTS)}.")
+        if expert_reason not in EXPERT_REASONS:
+            raise ValueError(f"expert_reason={expert_reason!r} is not valid; expected one of {list(EXPERT_REASONS)}.")
         if not 0.0 <= noise <= 1.0:
             raise ValueError(f"noise={noise!r} is not valid; expected a probability in [0, 1].")
         if max_turns < rooms:
             raise ValueError(f"max_turns={max_turns!r} is not valid; expected at least rooms={rooms}.")
         self.rooms, self.options, self.rule, self.context, self.noise = rooms, options, rule, context, noise
-        self.max_turns, self.seed = max_turns, seed
+        self.max_turns, self.seed, self.expert_reason = max_turns, seed, expert_reason
         self._task: Task | None = None
         self._stage = 0
 
@@ -171,6 +178,19 @@ class DoorsEnv:
     def expert_action(self) -> str:
         room = self._room_now()
         return f"open {room['answer']} {room['kind']}"
+
+    def expert_rationale(self) -> str:
+        """Why the expert plays `expert_action()`, in the words of `expert_reason` (see the module docstring)."""
+        room = self._room_now()
+        reason = f"The best move now is to {self.expert_action()}."
+        if self.expert_reason == "plain":
+            return reason
+        cue = (
+            f"The sign shows a {SYMBOLS[room['cue']]}."
+            if room["kind"] == "door"
+            else f"The voice says {WORDS[room['cue']]}."
+        )
+        return f"{cue} {reason}"
 
     def close(self) -> None:
         self._task = None

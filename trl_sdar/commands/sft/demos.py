@@ -129,9 +129,10 @@ class ExpertGenerator:
             explain = search_rationale if self.env.name == "search_qa" else webshop_rationale
             why = explain(self.task, action, self.searches, rng)
             self.searches += action.startswith("search[")
-        else:  # any other world (e.g. doors): a short plain reason that names the move and nothing more
+        else:  # any other world: its own reason where it has one (doors), else a plain one that names the move
             action = self.env.expert_action()
-            why = f"The best move now is to {action}."
+            reason = getattr(self.env, "expert_rationale", None)
+            why = reason() if reason else f"The best move now is to {action}."
         if self.env.action_tag == "search_qa":
             return f"<think>{why}</think>{search_action_text(action)}"
         return f"<think>{why}</think><action>{action}</action>"
