@@ -47,19 +47,13 @@ def answer_texts(env: DoorsEnv, task_id: int) -> list[str]:
     return [turn.replace(f" {right} ", f" {c} ") for c in COLOURS[: env.options]]
 
 
-def _left_padded(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _padded(rows: list[list[int]], pad: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, mask) of `rows` padded to one width with `pad`, on the left (prompts) or on the right (completions)."""
     width = max(len(r) for r in rows)
     ids, mask = torch.full((len(rows), width), pad), torch.zeros(len(rows), width, dtype=torch.long)
     for i, r in enumerate(rows):
-        ids[i, width - len(r) :], mask[i, width - len(r) :] = torch.tensor(r), 1
-    return ids, mask
-
-
-def _right_padded(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids, mask = torch.full((len(rows), width), pad), torch.zeros(len(rows), width, dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)], mask[i, : len(r)] = torch.tensor(r), 1
+        span = slice(width - len(r), width) if left else slice(0, len(r))
+        ids[i, span], mask[i, span] = torch.tensor(r), 1
     return ids, mask
 
 
@@ -73,8 +67,8 @@ def answer_logprobs(model, tokenizer, prompts: list[list[int]], answers: list[li
     encoded = [
         tokenizer(a, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for row in answers for a in row
     ]
-    prompt_ids, prompt_mask = _left_padded([p for p, row in zip(prompts, answers, strict=True) for _ in row], pad)
-    completion_ids, completion_mask = _right_padded(encoded, pad)
+    prompt_ids, prompt_mask = _padded([p for p, row in zip(prompts, answers, strict=True) for _ in row], pad, True)
+    completion_ids, completion_mask = _padded(encoded, pad, left=False)
     with torch.no_grad():
         logps = shared_prefix_logps(model, prompt_ids, prompt_mask, completion_ids, completion_mask,
                                     batch_size=batch_size)  # fmt: skip
