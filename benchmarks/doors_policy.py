@@ -32,28 +32,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import machine, write_json  # noqa: E402
+from trl.trainer.utils import pad  # noqa: E402
 
 from trl_sdar.agent.chat import ChatTurns  # noqa: E402
 from trl_sdar.agent.prompts import StepView, step_prompt  # noqa: E402
-from trl_sdar.envs.doors import COLOURS, SYMBOLS, DoorsEnv  # noqa: E402
+from trl_sdar.commands.sft.demos import ExpertGenerator  # noqa: E402
+from trl_sdar.envs.base import Task  # noqa: E402
+from trl_sdar.envs.doors import COLOURS, EXPERT_REASONS, SYMBOLS, DoorsEnv  # noqa: E402
 
 
-def answer_texts(env: DoorsEnv, task_id: int) -> list[str]:
-    """The expert's turn (`env.expert_rationale`, its action) on `task_id`'s first room, once with each colour as
-    the answer; `env` is left reset on the task."""
-    env.reset(task_id)
-    right = env.expert_action().split()[1]
-    turn = f"<think>{env.expert_rationale()}</think><action>{env.expert_action()}</action>"
+def answer_texts(env: DoorsEnv, task: Task) -> list[str]:
+    """The turn `trl-sdar sft`'s expert writes (`ExpertGenerator.completion_text`) on `task`'s first room, once with
+    each colour as the answer; `env` must stand at the start of `task` (just reset on it)."""
+    expert = ExpertGenerator(env, tokenizer=None, end_of_turn_id=-1, seed=0)  # completion_text needs neither
+    expert.start(task)
+    right, turn = env.expert_action().split()[1], expert.completion_text()
     return [turn.replace(f" {right} ", f" {c} ") for c in COLOURS[: env.options]]
 
 
-def _padded(rows: list[list[int]], pad: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids, mask) of `rows` padded to one width with `pad`, on the left (prompts) or on the right (completions)."""
-    width = max(len(r) for r in rows)
-    ids, mask = torch.full((len(rows), width), pad), torch.zeros(len(rows), width, dtype=torch.long)
-    for i, r in enumerate(rows):
-        span = slice(width - len(r), width) if left else slice(0, len(r))
-        ids[i, span], mask[i, span] = torch.tensor(r), 1
+def _padded(rows: list[list[int]], pad_id: int, side: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, mask) of `rows` padded to one width with TRL's `pad`, on `side` ("left": prompts, "right": answers)."""
+    ids = pad([torch.tensor(r) for r in rows], padding_value=pad_id, padding_side=side)
+    mask = pad([torch.ones(len(r), dtype=torch.long) for r in rows], padding_value=0, padding_side=side)
     return ids, mask
 
 
@@ -63,12 +63,14 @@ def answer_logprobs(model, tokenizer, prompts: list[list[int]], answers: list[li
     are encoded once (`shared_prefix_logps`); `model` must carry TRL's fused LM head (`add_fused_lm_head`)."""
     from trl_sdar.method.prefix_scoring import shared_prefix_logps
 
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     encoded = [
         tokenizer(a, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for row in answers for a in row
     ]
-    prompt_ids, prompt_mask = _padded([p for p, row in zip(prompts, answers, strict=True) for _ in row], pad, True)
-    completion_ids, completion_mask = _padded(encoded, pad, left=False)
+    prompt_ids, prompt_mask = _padded(
+        [p for p, row in zip(prompts, answers, strict=True) for _ in row], pad_id, "left"
+    )
+    completion_ids, completion_mask = _padded(encoded, pad_id, "right")
     with torch.no_grad():
         logps = shared_prefix_logps(model, prompt_ids, prompt_mask, completion_ids, completion_mask,
                                     batch_size=batch_size)  # fmt: skip
@@ -83,8 +85,8 @@ def read_policy(model, tokenizer, env: DoorsEnv, task_ids: list[int], batch_size
     colours = COLOURS[: env.options]
     prompts, rooms, answers = [], [], []
     for task_id in task_ids:
-        answers.append(answer_texts(env, task_id))
         task, first = env.task(task_id), env.reset(task_id)
+        answers.append(answer_texts(env, task))
         rooms.append(task.info["rooms"][0])
         view = StepView(task, first)
         prompts.append(turns.prompt_ids([{"role": "user", "content": step_prompt(env.name, env.action_tag, view)}]))
@@ -126,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", nargs="+", required=True, help="model folders or LoRA run folders")
     p.add_argument("--manifest", default="doors1_builtin_eval128", help="a one-room doors manifest")
-    p.add_argument("--expert-reason", default="plain", choices=["plain", "cue"],
+    p.add_argument("--expert-reason", default="plain", choices=EXPERT_REASONS,
                    help="the rationale the warm start was taught (the doors option expert_reason)")  # fmt: skip
     p.add_argument("--output", type=Path, default=None, help="write the JSON report here")
     args = p.parse_args(argv)

@@ -82,7 +82,11 @@ def test_shared_prefix_answer_scores_equal_a_plain_forward_pass(doors_policy, ti
     header = tokenizer("You are in a hall with doors.", add_special_tokens=False)["input_ids"] * 3
     prompts = [header + tokenizer(f" The sign shows a {s}.", add_special_tokens=False)["input_ids"]
                for s in ("moon", "star", "sun and a tree")]  # fmt: skip
-    answers = [doors_policy.answer_texts(DoorsEnv(rooms=1, expert_reason="cue"), t) for t in range(3)]
+    env = DoorsEnv(rooms=1, expert_reason="cue")
+    answers = []
+    for task_id in range(len(prompts)):
+        env.reset(task_id)
+        answers.append(doors_policy.answer_texts(env, env.task(task_id)))
     scores = doors_policy.answer_logprobs(fused, tokenizer, prompts, answers, batch_size=4)
     assert scores.shape == (3, 3)
     for i, prompt in enumerate(prompts):
@@ -96,12 +100,12 @@ def test_the_answers_are_the_experts_turn_with_each_colour(doors_policy, reason)
     env = DoorsEnv(rooms=1, options=3, expert_reason=reason)
     for task_id in range(4):
         room = env.task(task_id).info["rooms"][0]
-        answers = doors_policy.answer_texts(env, task_id)
+        env.reset(task_id)
+        answers = doors_policy.answer_texts(env, env.task(task_id))
         assert len(answers) == 3
         for colour, text in zip(COLOURS, answers, strict=True):
             assert text.endswith(f"<action>open {colour} door</action>") and f"to open {colour} door.</think>" in text
             assert text.startswith(f"<think>The sign shows a {SYMBOLS[room['cue']]}. ") == (reason == "cue")
-        env.reset(task_id)
         assert (
             answers[COLOURS.index(room["answer"])]
             == f"<think>{env.expert_rationale()}</think><action>{env.expert_action()}</action>"
