@@ -326,10 +326,10 @@ def test_a_method_cannot_train_on_other_task_types_than_the_evaluation(tmp_path)
     assert "methods.a sets 'task_types', which the evaluation shares across methods" in message
 
 
-@pytest.mark.parametrize(
-    "name",
-    ["scratch_alfworld_cpu", "smollm2_alfworld_cpu", "smollm2_pick_alfworld_cpu", "smollm2_search_pick_alfworld_cpu"],
-)
+STUDY_SPECS = sorted(p.stem for p in (ROOT / "recipes" / "compare").glob("*_cpu.yaml") if p.stem != "quickstart_cpu")
+
+
+@pytest.mark.parametrize("name", STUDY_SPECS)
 def test_study_specs_plan_runs_that_parse_as_train_recipes(name, monkeypatch, tmp_path):
     from trl_sdar.commands.compare import runner
     from trl_sdar.commands.recipe.launch import parse_train_args
