@@ -8,7 +8,13 @@ import pytest
 from _cli import error_line
 
 from trl_sdar.cli import main
-from trl_sdar.commands.output_paths import check_checkpoint_folder, complete_checkpoints, resolve_resume
+from trl_sdar.commands.output_paths import (
+    check_checkpoint_folder,
+    check_run_outputs,
+    checkpoint_step,
+    complete_checkpoints,
+    resolve_resume,
+)
 
 RECIPE = str(Path(__file__).parents[1] / "data" / "tiny_webshop.yaml")
 
@@ -61,6 +67,21 @@ def test_existing_checkpoints_are_not_overwritten_and_true_resumes_the_newest(tm
     main([*argv, "--resume_from_checkpoint", "true"])
     steps = [h["step"] for h in json.loads((out / "log_history.json").read_text()) if "loss" in h]
     assert steps == [1, 2, 3]  # step 1 from the checkpoint's history, then 2 and 3
+
+    # checkpoint-3 is at max_steps: resuming it would train a fourth step (Trainer stops only after a step)
+    message = error_line([*argv, "--resume_from_checkpoint", "true"])
+    assert "checkpoint-3' was saved at step 3 and max_steps=3" in message and "earlier checkpoint" in message
+
+
+def test_a_checkpoint_at_max_steps_is_not_resumed(tmp_path):
+    checkpoint = _checkpoint(tmp_path, 20)
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": 20}))
+    assert checkpoint_step(checkpoint) == 20
+    for max_steps in (20, 10):
+        with pytest.raises(ValueError, match=f"saved at step 20 and max_steps={max_steps}: .* would train step 21"):
+            check_run_outputs(tmp_path, "true", max_steps)
+    assert check_run_outputs(tmp_path, "true", 30) == str(checkpoint)  # more steps to train
+    assert check_run_outputs(tmp_path, "true", -1) == str(checkpoint)  # epoch-based: Trainer counts the steps
 
 
 def test_resolve_resume(tmp_path):

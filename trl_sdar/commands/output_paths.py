@@ -1,9 +1,11 @@
 """Where a command writes, checked before it runs anything: an output folder that is a file, a report path that is a
-folder, a run folder that already holds checkpoints (which a fresh run would overwrite from step 0), and what
-`--resume_from_checkpoint` names. Each problem is one `ValueError` line naming the value and what would work."""
+folder, a run folder that already holds checkpoints (which a fresh run would overwrite from step 0), what
+`--resume_from_checkpoint` names, and a checkpoint that already reached `max_steps`. Each problem is one `ValueError`
+line naming the value and what would work."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -105,11 +107,34 @@ def check_checkpoint_folder(path: str | Path) -> Path:
     )
 
 
-def check_run_outputs(output_dir: str | Path, resume: str | bool | None) -> str | None:
+def checkpoint_step(checkpoint: str | Path) -> int:
+    """The optimizer step a complete checkpoint was saved at (its `trainer_state.json`'s `global_step`)."""
+    return int(json.loads((Path(checkpoint) / "trainer_state.json").read_text()).get("global_step", 0))
+
+
+def check_resume_step(checkpoint: str | None, max_steps: int) -> None:
+    """Refuse to resume from a checkpoint saved at `max_steps` or later: `Trainer` checks the step count only after
+    a step, so it would train one step past `max_steps` (a run killed between its last checkpoint and its final save
+    ends up here)."""
+    if checkpoint is None or max_steps <= 0:
+        return
+    step = checkpoint_step(checkpoint)
+    if step >= max_steps:
+        raise ValueError(
+            f"resume_from_checkpoint={str(checkpoint)!r} was saved at step {step} and max_steps={max_steps}: that "
+            f"run trained every step already (only its final save is missing), and resuming would train step "
+            f"{step + 1}. Resume from an earlier checkpoint of the run (resuming repeats the same steps exactly), "
+            "or raise max_steps to train further."
+        )
+
+
+def check_run_outputs(output_dir: str | Path, resume: str | bool | None, max_steps: int = -1) -> str | None:
     """Check `output_dir` and `resume_from_checkpoint` before anything loads (train and sft); returns the checkpoint
     to resume from (`true` resolved to the newest complete one)."""
     check_output_folder(output_dir, "output_dir")
-    return resolve_resume(output_dir, resume)
+    checkpoint = resolve_resume(output_dir, resume)
+    check_resume_step(checkpoint, max_steps)
+    return checkpoint
 
 
 def train_saying_how_to_resume(command: str, trainer, output_dir: str | Path, resume: str | None) -> None:

@@ -82,7 +82,7 @@ def build_trainer(script: SDARScriptArguments, training_args, model_args, traine
 
 def run_training(script: SDARScriptArguments, training_args, model_args) -> Path:
     """Build everything from the parsed recipe, train, save; returns the output folder."""
-    resume = check_run_outputs(training_args.output_dir, training_args.resume_from_checkpoint)
+    resume = check_run_outputs(training_args.output_dir, training_args.resume_from_checkpoint, training_args.max_steps)
     trainer, tokenizer = build_trainer(script, training_args, model_args)
     train_saying_how_to_resume("train", trainer, training_args.output_dir, resume)
     output = Path(training_args.output_dir)
@@ -116,7 +116,8 @@ def main(argv: list[str]) -> None:
     with one_line_errors("train", NonFiniteWeightsError):
         script, training, model, launch_args, cli_launch_args = parse_train_args(argv)
         if launch_args and os.environ.get(LAUNCHED_ENV) != "1":
-            check_run_outputs(training.output_dir, training.resume_from_checkpoint)  # before any process starts
+            # before any process starts
+            check_run_outputs(training.output_dir, training.resume_from_checkpoint, training.max_steps)
             launch_with_accelerate(argv, launch_args, cli_launch_args)
             return
         run_training(script, training, model)

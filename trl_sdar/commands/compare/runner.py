@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -28,10 +27,10 @@ from trl_sdar.commands.compare.spec import (
     base_recipe_values,
     recipe_field_defaults,
 )
+from trl_sdar.commands.output_paths import checkpoint_step, complete_checkpoints
 
 RECIPE_FILE, RUN_FILE, EVAL_FILE, LOG_FILE = "recipe.yaml", "compare_run.json", "compare_eval.json", "train.log"
 FINISHED_MARKER = "train_summary.json"
-_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 Progress = Callable[[str], None]
 
@@ -44,13 +43,13 @@ def is_finished(run_dir: Path) -> bool:
     return (run_dir / FINISHED_MARKER).is_file()
 
 
-def _latest_checkpoint(run_dir: Path) -> Path | None:
-    found = [
-        (int(m.group(1)), child)
-        for child in run_dir.glob("checkpoint-*")
-        if (m := _CHECKPOINT_RE.match(child.name)) and (child / "trainer_state.json").is_file()
-    ]
-    return max(found)[1] if found else None
+def _resume_point(plan: RunPlan) -> Path | None:
+    """The newest complete checkpoint of a run to resume from. One saved at `max_steps` (the run was killed before
+    its final save) is passed over for the one before it: resuming is exact, and `Trainer` would train one step past
+    `max_steps` from it."""
+    max_steps = int(plan.recipe.get("max_steps", -1))
+    found = [c for c in complete_checkpoints(plan.run_dir) if max_steps <= 0 or checkpoint_step(c) < max_steps]
+    return found[-1] if found else None
 
 
 def _check_same_recipe(plan: RunPlan) -> None:
@@ -101,7 +100,7 @@ def train_run(plan: RunPlan, progress: Progress) -> dict[str, Any]:
     plan.run_dir.mkdir(parents=True, exist_ok=True)
     recipe_path = plan.run_dir / RECIPE_FILE
     recipe_path.write_text(yaml.safe_dump(plan.recipe, sort_keys=False))
-    resume = _latest_checkpoint(plan.run_dir)
+    resume = _resume_point(plan)
     command = train_command(recipe_path, resume)
     log = plan.run_dir / LOG_FILE
     note = f", resuming from {resume.name}" if resume else ""

@@ -109,7 +109,7 @@ def run_sft(warm: WarmStartArguments, training, model_args) -> Path:
 
     if not torch.cuda.is_available() and (training.bf16 or training.fp16):
         raise RecipeError("bf16/fp16 need a GPU; on CPU set bf16: false (and use_cpu: true).")
-    resume = check_run_outputs(training.output_dir, training.resume_from_checkpoint)
+    resume = check_run_outputs(training.output_dir, training.resume_from_checkpoint, training.max_steps)
     start = time.perf_counter()
     model_path = resolve_model_path(model_args.model_name_or_path, full_model=True)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
