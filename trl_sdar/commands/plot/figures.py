@@ -25,13 +25,13 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from trl_sdar.commands.output_paths import complete_checkpoints
 from trl_sdar.method.metrics_log import METRICS_FILE, read_metrics_jsonl
 
 History = list[dict[str, Any]]
 Panel = tuple[str, str, str]  # (metric key, panel title, y-axis label)
 
 LOG_HISTORY_FILE = "log_history.json"
-_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 _SUCCESS_RE = re.compile(r"^env/([^/]+)/success$")
 _SUCCESS_BY_TYPE_RE = re.compile(r"^env/([^/]+)/success/(.+)$")
 _NON_TRAINING_PREFIXES = ("eval_", "test_", "train_")  # eval logs and the end-of-training summary
@@ -65,17 +65,13 @@ def _read_raw_history(run_dir: Path) -> tuple[list[Any], Path]:
         return read_metrics_jsonl(live), live
     if written:
         return json.loads(direct.read_text()), direct
-    checkpoints = []
-    for child in run_dir.iterdir():
-        match = _CHECKPOINT_RE.match(child.name)
-        if match and (child / "trainer_state.json").is_file():
-            checkpoints.append((int(match.group(1)), child / "trainer_state.json"))
+    checkpoints = complete_checkpoints(run_dir)
     if not checkpoints:
         raise FileNotFoundError(
             f"No metrics in {run_dir}: looked for {LOG_HISTORY_FILE}, {METRICS_FILE} and "
             "checkpoint-*/trainer_state.json"
         )
-    state_file = max(checkpoints)[1]  # highest step number = newest checkpoint
+    state_file = checkpoints[-1] / "trainer_state.json"  # the newest checkpoint
     return json.loads(state_file.read_text()).get("log_history", []), state_file
 
 
