@@ -117,6 +117,12 @@ def test_compare_trains_evaluates_summarises_and_resumes(tmp_path, tiny_model_di
     assert part["time_ratios"]["sdar"] == {"step_time": None, "train_wall": None}  # grpo is not in this part
     assert not list(out.rglob(".*.tmp"))  # evaluations are written whole, through a temporary name
 
+    # one seed of one method (--seeds), as a lane sharing a method's seeds with another would run it
+    main(["compare", str(spec_path), "--methods", "sdar", "--seeds", "1"])
+    err = capsys.readouterr().err
+    assert "[compare] train " not in err and "[compare] run 1/1: sdar seed 1" in err
+    assert [(r["method"], r["seed"]) for r in json.loads((out / "summary.json").read_text())["runs"]] == [("sdar", 1)]
+
     # changed evaluation settings re-evaluate every model and train nothing
     main(
         ["compare", str(_spec(tmp_path, tiny_model_dir, eval={"manifest": "webshop_builtin_eval128", "num_tasks": 2}))]
@@ -193,6 +199,13 @@ def test_spec_errors_are_one_line(changes, expected, tmp_path):
 def test_methods_option_names_the_valid_methods(tmp_path):
     message = _error(["compare", str(_spec(tmp_path, "builtin:tiny")), "--methods", "sdar,naive"])
     assert message.endswith("--methods naive: not in the spec; its methods are grpo, sdar.")
+
+
+def test_seeds_option_names_the_valid_seeds(tmp_path):
+    spec = str(_spec(tmp_path, "builtin:tiny"))
+    assert _error(["compare", spec, "--seeds", "1,5"]).endswith("--seeds 5: not in the spec; its seeds are 0, 1.")
+    assert "'one' is not a list of integer seeds; expected e.g. 0,2" in _error(["compare", spec, "--seeds", "one"])
+    assert not (tmp_path / "out" / "runs").exists()
 
 
 def test_bad_yaml_and_missing_fields(tmp_path):

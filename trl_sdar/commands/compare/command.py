@@ -19,6 +19,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", type=_names, default=None,
                    help="only these methods (comma-separated); processes given disjoint methods can share one "
                    "output_dir, and a last run without --methods summarises them all")  # fmt: skip
+    p.add_argument("--seeds", type=_seeds, default=None,
+                   help="only these of the spec's seeds (comma-separated), e.g. 2 or 0,1: two processes can share one "
+                   "method's seeds")  # fmt: skip
     p.add_argument("--smooth", type=smoothing, default=0.0, help="EMA smoothing of the plotted curves")
 
 
@@ -29,16 +32,28 @@ def _names(text: str) -> tuple[str, ...]:
     return names
 
 
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(seed) for seed in text.split(",") if seed.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of integer seeds; expected e.g. 0,2") from None
+    if not seeds:
+        raise argparse.ArgumentTypeError(f"{text!r} names no seed; expected e.g. 0,2")
+    return seeds
+
+
 def run_compare(args: argparse.Namespace) -> dict | None:
     from trl_sdar.commands.compare.run import dry_run
     from trl_sdar.commands.compare.run import run_compare as compare
     from trl_sdar.commands.compare.runner import CompareRunError
-    from trl_sdar.commands.compare.spec import load_spec, only_methods
+    from trl_sdar.commands.compare.spec import load_spec, only_methods, only_seeds
 
     with one_line_errors("compare", CompareRunError):
         spec = load_spec(args.spec, args.output_dir)
         if args.methods is not None:
             spec = only_methods(spec, args.methods)
+        if args.seeds is not None:
+            spec = only_seeds(spec, args.seeds)
         if args.dry_run:
             print("\n".join(dry_run(spec)))
             return None

@@ -283,6 +283,16 @@ def only_methods(spec: CompareSpec, names: tuple[str, ...]) -> CompareSpec:
     return replace(spec, methods=methods, time_reference=reference)
 
 
+def only_seeds(spec: CompareSpec, seeds: tuple[int, ...]) -> CompareSpec:
+    """The spec with only the training seeds `seeds` (in the spec's order); a seed the spec lacks is an error naming
+    the spec's seeds. The evaluation's seeds are not touched."""
+    unknown = [seed for seed in seeds if seed not in spec.seeds]
+    if unknown:
+        raise CompareSpecError(f"--seeds {','.join(map(str, unknown))}: not in the spec; its seeds are "
+                               f"{', '.join(map(str, spec.seeds))}.")  # fmt: skip
+    return replace(spec, seeds=tuple(seed for seed in spec.seeds if seed in seeds))
+
+
 def time_reference(spec: CompareSpec) -> str:
     """The method time ratios are relative to: the spec's, else `grpo` when present, else the first method."""
     if spec.time_reference is not None:
