@@ -83,3 +83,39 @@ def test_eval_task_type_errors_are_one_line(tmp_path):
               "--num-tasks", "128"])  # fmt: skip
     with pytest.raises(SystemExit):  # argparse: a repeated or empty name
         main(["eval", "--policy", "expert", "--env", "search_qa", "--task-types", "a,,b"])
+
+
+def test_interleaving_takes_the_types_in_turn_each_in_its_seeded_order():
+    from trl_sdar.envs.selection import interleave_task_types
+    from trl_sdar.envs.task_order import order_items
+
+    order = interleave_task_types(KINDS, seed=3)
+    assert sorted(order) == list(range(12))
+    s, m, c = "single_hop", "multi_hop", "comparison"  # first seen in this order; 4, 6 and 2 tasks
+    assert [KINDS[i] for i in order] == [s, m, c, s, m, c, s, m, s, m, m, m]
+    assert [i for i in order if KINDS[i] == m] == order_items([1, 2, 5, 6, 7, 11], 3)
+    assert interleave_task_types(KINDS, seed=3) == order != interleave_task_types(KINDS, seed=4)
+    assert interleave_task_types([], seed=0) == []
+
+
+def test_balanced_training_steps_hold_every_type_in_equal_shares(tmp_path, tiny_model_dir):
+    from trl_sdar.commands.recipe.launch import make_parser
+    from trl_sdar.commands.train import build_trainer
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"model_name_or_path: {tiny_model_dir}\nenv_name: doors\nenv_options: {{rooms: 1}}\n"
+                      "balance_task_types: true\nnum_train_tasks: 60\nnum_generations: 4\nbf16: false\n"
+                      "per_device_train_batch_size: 24\nskills: none\nsdar_coef: 0.0\nmax_completion_length: 8\n"
+                      f"output_dir: {tmp_path / 'out'}\nuse_cpu: true\nreport_to: none\nseed: 5\n")  # fmt: skip
+    script, training_args, model_args = make_parser().parse_args_and_config(["--config", str(recipe)])
+    trainer, _ = build_trainer(script, training_args, model_args)
+    assert trainer.args.shuffle_dataset is False
+    steps = []
+    for i, batch in enumerate(trainer.get_train_dataloader()):  # 6 tasks x 4 episodes per step
+        steps.append([row["task_type"] for row in batch[::4]])
+        if i == 4:
+            break
+    types = sorted({t for step in steps for t in step})
+    assert len(types) == 3 and all(sorted(step) == sorted(types * 2) for step in steps)
+    ids = trainer.train_dataset["task_id"]
+    assert sorted(ids) == list(range(128, 188))  # every training task, once

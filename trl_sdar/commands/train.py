@@ -63,6 +63,8 @@ def build_trainer(script: SDARScriptArguments, training_args, model_args, traine
 
         rollout, dataset = build_env_rollout(script)
         reward_funcs = [env_reward]
+        if script.balance_task_types:
+            dataset = _balanced(dataset, training_args)
     else:
         from datasets import load_dataset
 
@@ -78,6 +80,17 @@ def build_trainer(script: SDARScriptArguments, training_args, model_args, traine
         rollout_func=rollout,
     )
     return trainer, tokenizer
+
+
+def _balanced(dataset, training_args):
+    """The tasks round-robin over their types (`balance_task_types`), with TRL's shuffle off so the order holds."""
+    from trl_sdar.envs.selection import interleave_task_types
+
+    types = dataset["task_type"]
+    training_args.shuffle_dataset = False
+    print(f"[train] balance_task_types: {len(dataset)} tasks round-robin over {len(set(types))} task types "
+          f"(seed {training_args.seed}); shuffle_dataset is off", flush=True)  # fmt: skip
+    return dataset.select(interleave_task_types(types, training_args.seed))
 
 
 def run_training(script: SDARScriptArguments, training_args, model_args) -> Path:

@@ -1,4 +1,5 @@
-"""Keep only the tasks of some types: train or evaluate on part of a benchmark (one ALFWorld task type, say).
+"""Keep only the tasks of some types: train or evaluate on part of a benchmark (one ALFWorld task type, say); or
+interleave the types so that every step of training sees them in equal shares.
 
 The paper reports ALFWorld per task type; a small model that can solve the simplest type but not the others gets
 an outcome signal from GRPO only on that type, so a study at small scale may restrict training and evaluation to
@@ -11,6 +12,7 @@ import difflib
 from collections.abc import Iterable, Sequence
 
 from trl_sdar.envs.base import AgentEnv
+from trl_sdar.envs.task_order import order_items
 
 LOOK_FURTHER = 1024  # ids past the range scanned to tell a type outside the range from a misspelled one
 
@@ -33,6 +35,21 @@ def select_task_types(env: AgentEnv, task_ids: Iterable[int], task_types: Sequen
         _raise_missing(env, task_ids, list(task_types), missing, present, field, widen)
     wanted = set(task_types)
     return [task_id for task_id in task_ids if types[task_id] in wanted]
+
+
+def interleave_task_types(task_types: Sequence[str], seed: int) -> list[int]:
+    """Positions 0..n-1 of tasks whose types are `task_types`, reordered round-robin over the types: one task of each
+    type in turn (types in the order they first occur), each type's tasks in the order of `order_items(…, seed)`.
+    A type that runs out drops from the round, so every window of k consecutive positions holds each type
+    floor(k / types) or ceil(k / types) times for as long as every type lasts."""
+    by_type: dict[str, list[int]] = {}
+    for position, task_type in enumerate(task_types):
+        by_type.setdefault(task_type, []).append(position)
+    queues = [order_items(positions, seed) for positions in by_type.values()]
+    order = []
+    for rank in range(max((len(q) for q in queues), default=0)):
+        order += [queue[rank] for queue in queues if rank < len(queue)]
+    return order
 
 
 def _first_ids_past(env: AgentEnv, start: int) -> dict[str, int]:

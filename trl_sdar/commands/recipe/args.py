@@ -88,6 +88,11 @@ class SDARScriptArguments(ScriptArguments):
             Train only on the tasks of these types among the ids above (ALFWorld: e.g. `["pick_and_place_simple"]`;
             WebShop: product categories; Search-QA: question kinds). `None`: every task. A type with no task
             among the ids is an error that lists the types present.
+        balance_task_types (`bool`, *optional*, defaults to `False`):
+            Order the training tasks round-robin over their task types (each type's tasks in an order drawn from
+            `seed`) and turn off TRL's dataset shuffle (`shuffle_dataset`), so every step draws the types in shares
+            as equal as its number of tasks allows. Default: TRL's seeded shuffle, whose steps may draw one type
+            more often than another (what lets a small model learn "always this answer" before the rule).
         max_turns (`int` or `None`, *optional*):
             Turn limit per episode; default the benchmark's (50 / 15 / 4).
         max_turn_tokens (`int`, *optional*, defaults to `512`):
@@ -152,6 +157,7 @@ class SDARScriptArguments(ScriptArguments):
     env_options: dict | str | None = field(default=None, metadata={"help": "More environment arguments (JSON)."})
     task_order_seed: int | None = field(default=0, metadata={"help": "Real data: seed of the split's permutation."})
     task_types: list[str] | None = field(default=None, metadata={"help": "Train only on tasks of these types."})
+    balance_task_types: bool = field(default=False, metadata={"help": "Every step: task types in equal shares."})
     max_turns: int | None = field(default=None, metadata={"help": "Turn limit (default: the benchmark's)."})
     max_turn_tokens: int = field(default=512, metadata={"help": "Max new tokens per model turn."})
     env_step_timeout: float = field(default=60.0, metadata={"help": "Seconds before a hung env step is abandoned."})
@@ -188,6 +194,8 @@ class SDARScriptArguments(ScriptArguments):
             raise ValueError(f"env_name={self.env_name!r} is not valid; expected one of {valid} or null.")
         if self.env_name is None and not self.dataset_name:
             raise ValueError("env_name is null, so dataset_name (a prompt dataset) and reward_funcs are required.")
+        if self.balance_task_types and self.env_name is None:
+            raise ValueError("balance_task_types=true needs an environment's task types; env_name is null.")
         if self.num_train_tasks < 1:
             raise ValueError(f"num_train_tasks={self.num_train_tasks} is not valid; expected >= 1.")
         check_at_least(self, {"train_task_start": 0, "max_turn_tokens": 1, "env_workers": 1, "skills_top_k": 1,
