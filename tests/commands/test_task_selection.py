@@ -119,3 +119,10 @@ def test_balanced_training_steps_hold_every_type_in_equal_shares(tmp_path, tiny_
     assert len(types) == 3 and all(sorted(step) == sorted(types * 2) for step in steps)
     ids = trainer.train_dataset["task_id"]
     assert sorted(ids) == list(range(128, 188))  # every training task, once
+
+
+def test_balancing_without_an_environment_is_refused():
+    from trl_sdar.commands.recipe.args import SDARScriptArguments
+
+    with pytest.raises(ValueError, match="balance_task_types=true needs an environment's task types"):
+        SDARScriptArguments(env_name=None, dataset_name="d", balance_task_types=True)
