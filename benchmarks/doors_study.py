@@ -6,7 +6,8 @@ c with the same probability whatever the sign says, so its success rates P(win |
 most 1; the rule makes them add up to 3. For every evaluation in the folder (the starting model's and each run's
 `compare_eval.json`) this reports success overall and per colour and that sum; for every run, from its
 `metrics.jsonl`, the training success per step (overall and per colour), the share of groups without reward spread,
-the share of format-invalid turns, SDAR's teacher gap and gate, and the step time.
+the share of format-invalid turns, SDAR's teacher gap and gate, the policy's token entropy, the gradient norm and
+the step time.
 
     python benchmarks/doors_study.py outputs/study/compare_doors1_turn1 \\
         --output docs/results/study_doors1_turn1_evals.json
@@ -33,6 +34,8 @@ PER_STEP = {  # report name -> logged metric
     "invalid_rate": "env/doors/invalid_rate",
     "teacher_gap_mean": "sdar/teacher_gap_mean",
     "gate_mean": "sdar/gate_mean",
+    "entropy": "entropy",  # the policy's mean token entropy on the step's sampled completions (TRL's log)
+    "grad_norm": "grad_norm",
     "step_time_s": "step_time",
 }
 

@@ -36,7 +36,7 @@ def test_a_study_is_read_per_colour_and_a_resumed_run_keeps_its_newest_steps(doo
     (run / "metrics.jsonl").write_text("\n".join([
         _step(1, 0.25, **{"env/doors/success/door_red": 0.5, "sdar/teacher_gap_mean": -0.02}),
         _step(2, 0.5),  # logged by the run that was killed after step 1's checkpoint
-        _step(2, 0.75, **{"sdar/gate_mean": 0.49}),  # the resumed run's step 2
+        _step(2, 0.75, **{"sdar/gate_mean": 0.49, "entropy": 0.3}),  # the resumed run's step 2
         json.dumps({"step": 2, "train_runtime": 30.0}),  # the end-of-training summary: not a step
     ]) + "\n")  # fmt: skip
     report = doors_study.main([str(tmp_path), "--output", str(tmp_path / "report.json")])
@@ -49,7 +49,7 @@ def test_a_study_is_read_per_colour_and_a_resumed_run_keeps_its_newest_steps(doo
     assert curves["success_per_colour"] == [{"door_red": 0.5}, {}]
     assert curves["frac_reward_zero_std"] == [0.25, 0.5] and curves["step_time_s"] == [11.0, 12.0]
     assert curves["teacher_gap_mean"] == [-0.02, None] and curves["gate_mean"] == [None, 0.49]
-    assert curves["invalid_rate"] == [None, None]
+    assert curves["invalid_rate"] == [None, None] and curves["entropy"] == [None, 0.3]
     printed = capsys.readouterr().out
     assert "runs/sdar/seed0" in printed and "sum 2.40" in printed
 
