@@ -91,8 +91,8 @@ class SDARScriptArguments(ScriptArguments):
         balance_task_types (`bool`, *optional*, defaults to `False`):
             Order the training tasks round-robin over their task types (each type's tasks in an order drawn from
             `seed`) and turn off TRL's dataset shuffle (`shuffle_dataset`), so every step draws the types in shares
-            as equal as its number of tasks allows. Default: TRL's seeded shuffle, whose steps may draw one type
-            more often than another (what lets a small model learn "always this answer" before the rule).
+            as equal as its number of tasks allows. Default: TRL's seeded shuffle, under which a step may draw one
+            type more often than another.
         max_turns (`int` or `None`, *optional*):
             Turn limit per episode; default the benchmark's (50 / 15 / 4).
         max_turn_tokens (`int`, *optional*, defaults to `512`):
