@@ -1,20 +1,14 @@
 """benchmarks/doors_study.py: a doors study folder read per colour, on a hand-written folder."""
 
-import importlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-BENCHMARKS = str(Path(__file__).resolve().parents[2] / "benchmarks")
-
 
 @pytest.fixture(scope="module")
-def doors_study():
-    if BENCHMARKS not in sys.path:
-        sys.path.insert(0, BENCHMARKS)
-    return importlib.import_module("doors_study")
+def doors_study(load_benchmark):
+    return load_benchmark("doors_study")
 
 
 def _eval(folder: Path, success: float, per_colour: dict, seeds: list[float]) -> None:

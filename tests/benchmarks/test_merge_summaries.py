@@ -1,20 +1,13 @@
 """benchmarks/merge_summaries.py: one compare summary from parts made apart, statistics recomputed over all runs."""
 
-import importlib
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCHMARKS = str(Path(__file__).resolve().parents[2] / "benchmarks")
-
 
 @pytest.fixture(scope="module")
-def merge_summaries():
-    if BENCHMARKS not in sys.path:
-        sys.path.insert(0, BENCHMARKS)
-    return importlib.import_module("merge_summaries")
+def merge_summaries(load_benchmark):
+    return load_benchmark("merge_summaries")
 
 
 def _row(method: str, seed: int, after: float, curve: list[float]) -> dict:
