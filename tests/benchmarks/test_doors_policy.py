@@ -1,11 +1,8 @@
 """benchmarks/doors_policy.py: the summary on hand-computed choice tables, and the shared-prefix answer scores against
 a plain forward pass of the tiny model."""
 
-import importlib
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,15 +11,12 @@ from trl.trainer.utils import add_fused_lm_head
 
 from trl_sdar.envs.doors import SYMBOLS, DoorsEnv
 
-BENCHMARKS = str(Path(__file__).resolve().parents[2] / "benchmarks")
 COLOURS = ("red", "blue", "green")
 
 
 @pytest.fixture(scope="module")
-def doors_policy():
-    if BENCHMARKS not in sys.path:
-        sys.path.insert(0, BENCHMARKS)
-    return importlib.import_module("doors_policy")
+def doors_policy(load_benchmark):
+    return load_benchmark("doors_policy")
 
 
 def test_a_choice_that_ignores_the_sign_carries_no_rule_information(doors_policy):

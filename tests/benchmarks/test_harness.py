@@ -1,27 +1,20 @@
 """benchmarks/harness.py on its own: arms take turns in order, ratios to the reference arm, the JSON report, the
 machine and load record, memory, and the settings command line."""
 
-import importlib
 import json
 import math
 import os
-import sys
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-BENCHMARKS = str(Path(__file__).resolve().parents[2] / "benchmarks")
-
 
 @pytest.fixture(scope="module")
-def harness():
-    if BENCHMARKS not in sys.path:
-        sys.path.insert(0, BENCHMARKS)  # as when a benchmark runs as a script
-    return importlib.import_module("harness")
+def harness(load_benchmark):
+    return load_benchmark("harness")
 
 
 def test_turns_cycle_through_active_arms_and_skip_finished_ones(harness):

@@ -2,42 +2,30 @@
 compares, turn rows share their task's context, a sweep keeps and skips finished points. (The turn-taking itself:
 test_harness.py.)"""
 
-import importlib
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCHMARKS = str(Path(__file__).resolve().parents[2] / "benchmarks")
 
-
-def _load(name: str):
-    """A benchmark module imported as when its script runs: its folder first on `sys.path`."""
-    if BENCHMARKS not in sys.path:
-        sys.path.insert(0, BENCHMARKS)
-    return importlib.import_module(name)
+@pytest.fixture(scope="module")
+def bench(load_benchmark):
+    return load_benchmark("overhead")
 
 
 @pytest.fixture(scope="module")
-def bench():
-    return _load("overhead")
+def overhead_arms(load_benchmark):
+    return load_benchmark("overhead_arms")
 
 
 @pytest.fixture(scope="module")
-def overhead_arms():
-    return _load("overhead_arms")
+def overhead_layout(load_benchmark):
+    return load_benchmark("overhead_layout")
 
 
 @pytest.fixture(scope="module")
-def overhead_layout():
-    return _load("overhead_layout")
-
-
-@pytest.fixture(scope="module")
-def sweep(bench):
-    module = _load("sweep")
+def sweep(bench, load_benchmark):
+    module = load_benchmark("sweep")
     assert module.bench is bench  # the sweep runs this very module's run_benchmark (monkeypatched below)
     return module
 

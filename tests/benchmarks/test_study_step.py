@@ -1,22 +1,17 @@
 """benchmarks/study_step.py on the tiny model in the doors world: each arm's step split into its parts, rows counted,
 the parts add up to the step (timings themselves are not asserted)."""
 
-import importlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-BENCHMARKS = str(Path(__file__).resolve().parents[2] / "benchmarks")
 RECIPE = str(Path(__file__).resolve().parents[2] / "recipes" / "study" / "sdar_smollm2_doors_cpu.yaml")
 
 
 @pytest.fixture(scope="module")
-def study_step():
-    if BENCHMARKS not in sys.path:
-        sys.path.insert(0, BENCHMARKS)
-    return importlib.import_module("study_step")
+def study_step(load_benchmark):
+    return load_benchmark("study_step")
 
 
 def test_profiles_grpo_and_shared_sdar_steps_of_a_recipe(study_step, tiny_model_dir, tmp_path, monkeypatch):

@@ -123,6 +123,24 @@ def test_compare_trains_evaluates_summarises_and_resumes(tmp_path, tiny_model_di
     assert "[compare] train " not in err and "[compare] run 1/1: sdar seed 1" in err
     assert [(r["method"], r["seed"]) for r in json.loads((out / "summary.json").read_text())["runs"]] == [("sdar", 1)]
 
+    # --summary-only trains and evaluates nothing: the runs trained and evaluated are summarised, the others listed
+    unfinished = out / "runs" / "grpo" / "seed0" / "train_summary.json"
+    unfinished.rename(unfinished.with_suffix(".away"))
+    (out / "runs" / "sdar" / "seed1" / "compare_eval.json").unlink()
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.name in ("model.safetensors", "compare_eval.json")}
+    main(["compare", str(spec_path), "--summary-only"])
+    err = capsys.readouterr().err
+    assert "[compare] train " not in err and "[compare] eval " not in err
+    assert "[compare] missing grpo seed 0: not trained" in err
+    assert "[compare] missing sdar seed 1: not evaluated" in err
+    assert stamps == {p: p.stat().st_mtime_ns for p in stamps}
+    partial = json.loads((out / "summary.json").read_text())
+    assert [(r["method"], r["seed"]) for r in partial["runs"]] == [("grpo", 1), ("sdar", 0)]
+    assert partial["missing_runs"] == [{"method": "grpo", "seed": 0, "reason": "not trained"},
+                                       {"method": "sdar", "seed": 1, "reason": "not evaluated"}]  # fmt: skip
+    assert "grpo seed 0 (not trained); sdar seed 1 (not evaluated)" in (out / "results.md").read_text()
+    unfinished.with_suffix(".away").rename(unfinished)
+
     # changed evaluation settings re-evaluate every model and train nothing
     main(
         ["compare", str(_spec(tmp_path, tiny_model_dir, eval={"manifest": "webshop_builtin_eval128", "num_tasks": 2}))]
@@ -131,6 +149,14 @@ def test_compare_trains_evaluates_summarises_and_resumes(tmp_path, tiny_model_di
     assert err.count("[compare] eval ") == 5 and "[compare] train " not in err
     again = json.loads((out / "summary.json").read_text())
     assert again["eval"]["num_tasks"] == 2 and all(len(r["success_after_per_eval_seed"]) == 1 for r in again["runs"])
+    # only the number of tasks changed: the pinned manifest is rewritten under the same path, so the same eval
+    # arguments no longer mean the same tasks, and every model is evaluated again
+    main(
+        ["compare", str(_spec(tmp_path, tiny_model_dir, eval={"manifest": "webshop_builtin_eval128", "num_tasks": 3}))]
+    )
+    err = capsys.readouterr().err
+    assert err.count("[compare] eval ") == 5 and "[compare] train " not in err
+    assert all(r["episodes_after"]["episodes"] == 3 for r in json.loads((out / "summary.json").read_text())["runs"])
 
     # the same folder with a different recipe for a run is refused, not mixed
     changed = _spec(tmp_path, tiny_model_dir, overrides={**_OVERRIDES, "learning_rate": 0.01})
@@ -206,6 +232,13 @@ def test_seeds_option_names_the_valid_seeds(tmp_path):
     assert _error(["compare", spec, "--seeds", "1,5"]).endswith("--seeds 5: not in the spec; its seeds are 0, 1.")
     assert "'one' is not a list of integer seeds; expected e.g. 0,2" in _error(["compare", spec, "--seeds", "one"])
     assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_summary_only_without_a_starting_evaluation_is_one_line(tmp_path):
+    message = _error(["compare", str(_spec(tmp_path, "builtin:tiny")), "--summary-only"])
+    assert "--summary-only: the starting model (plain) has no evaluation with these settings" in message
+    assert "run `trl-sdar compare` without it to make one" in message
+    assert not (tmp_path / "out" / "runs").exists() and not (tmp_path / "out" / "base").exists()
 
 
 def test_bad_yaml_and_missing_fields(tmp_path):

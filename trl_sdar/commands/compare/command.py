@@ -18,10 +18,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the runs and the evaluation; run nothing")
     p.add_argument("--methods", type=_names, default=None,
                    help="only these methods (comma-separated); processes given disjoint methods can share one "
-                   "output_dir, and a last run without --methods summarises them all")  # fmt: skip
+                   "output_dir, and a last run with --summary-only summarises them all")  # fmt: skip
     p.add_argument("--seeds", type=_seeds, default=None,
                    help="only these of the spec's seeds (comma-separated), e.g. 2 or 0,1: two processes can share one "
                    "method's seeds")  # fmt: skip
+    p.add_argument("--summary-only", action="store_true",
+                   help="train and evaluate nothing: summarise the runs already trained and evaluated, and list the "
+                   "others as missing")  # fmt: skip
     p.add_argument("--smooth", type=smoothing, default=0.0, help="EMA smoothing of the plotted curves")
 
 
@@ -57,4 +60,4 @@ def run_compare(args: argparse.Namespace) -> dict | None:
         if args.dry_run:
             print("\n".join(dry_run(spec)))
             return None
-        return compare(spec, smooth=args.smooth)
+        return compare(spec, smooth=args.smooth, summary_only=args.summary_only)

@@ -251,5 +251,9 @@ def results_markdown(summary: dict, figures: list[Path]) -> str:
             f"{_fmt(row['median_step_time_s'], 2)} | {_fmt(row['final_teacher_gap'])} | "
             f"{_fmt(row['final_gate_mean'])} |"
         )
+    missing = summary.get("missing_runs")
+    if missing:
+        lines += ["", "Not in this summary (`--summary-only`): " + "; ".join(
+            f"{m['method']} seed {m['seed']} ({m['reason']})" for m in missing) + "."]  # fmt: skip
     lines += ["", *[f"![{p.stem}](plots/{p.name})" for p in figures], ""]
     return "\n".join(lines)

@@ -8,9 +8,12 @@ from typing import Any
 
 from trl_sdar.commands.compare.report import build_summary, results_markdown, seed_result
 from trl_sdar.commands.compare.runner import (
+    CompareRunError,
     eval_argv,
     eval_manifest,
     evaluate,
+    is_finished,
+    saved_eval,
     train_command,
     train_run,
 )
@@ -68,8 +71,11 @@ def _spec_info(spec: CompareSpec, manifest: str, task_count: int) -> dict[str, A
     }
 
 
-def run_compare(spec: CompareSpec, progress=_progress, smooth: float = 0.0) -> dict[str, Any]:
-    """Train what is not finished, evaluate what is not evaluated, write summary.json, results.md and plots/."""
+def run_compare(spec: CompareSpec, progress=_progress, smooth: float = 0.0,
+                summary_only: bool = False) -> dict[str, Any]:  # fmt: skip
+    """Train what is not finished, evaluate what is not evaluated, write summary.json, results.md and plots/.
+    With `summary_only`, train and evaluate nothing: summarise the runs that are trained and evaluated, and list
+    the others in the summary's `missing_runs` (a second process may still be training them)."""
     import json
 
     plans = plan_runs(spec)
@@ -81,24 +87,47 @@ def run_compare(spec: CompareSpec, progress=_progress, smooth: float = 0.0) -> d
     for skills in sorted({_student_sees_skills(p.recipe) for p in plans}):
         key = "student_sees_skills" if skills else "plain"
         path = spec.output_dir / "base" / ("compare_eval_student_skills.json" if skills else "compare_eval.json")
-        base_reports[key] = evaluate(eval_argv(spec, model, manifest, skills), path, f"starting model ({key})",
-                                     progress)  # fmt: skip
-    rows = []
+        argv = eval_argv(spec, model, manifest, skills)
+        if summary_only:
+            base_reports[key] = _saved_or_error(argv, path, f"the starting model ({key})")
+        else:
+            base_reports[key] = evaluate(argv, path, f"starting model ({key})", progress)
+    rows, done, missing = [], [], []
     for index, plan in enumerate(plans, start=1):
-        progress(f"run {index}/{len(plans)}: {plan.method} seed {plan.seed}")
-        record = train_run(plan, progress)
         skills = _student_sees_skills(plan.recipe)
         argv = eval_argv(spec, str(plan.run_dir), manifest, skills)
-        after = evaluate(argv, plan.run_dir / "compare_eval.json", f"{plan.method} seed {plan.seed}", progress)
+        report_path = plan.run_dir / "compare_eval.json"
+        if summary_only and (not is_finished(plan.run_dir) or saved_eval(argv, report_path) is None):
+            reason = "not evaluated" if is_finished(plan.run_dir) else "not trained"
+            progress(f"missing {plan.method} seed {plan.seed}: {reason} ({plan.run_dir})")
+            missing.append({"method": plan.method, "seed": plan.seed, "reason": reason})
+            continue
+        progress(f"run {index}/{len(plans)}: {plan.method} seed {plan.seed}")
+        record = train_run(plan, progress)
+        after = evaluate(argv, report_path, f"{plan.method} seed {plan.seed}", progress)
         before = base_reports["student_sees_skills" if skills else "plain"]
         rows.append(seed_result(plan.method, plan.seed, plan.run_dir, record, before, after))
+        done.append(plan)
+    if not rows:
+        raise CompareRunError(f"--summary-only: no run of {spec.output_dir} is trained and evaluated yet; "
+                              "run `trl-sdar compare` without it to train them")  # fmt: skip
     info = _spec_info(spec, manifest, len(next(iter(base_reports.values()))["task_ids"]))
     summary = build_summary(info, rows, base_reports, time_reference(spec))
-    figures = _write_figures(spec, plans, rows, smooth)
+    if summary_only:
+        summary["missing_runs"] = missing
+    figures = _write_figures(spec, done, rows, smooth)
     (spec.output_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     (spec.output_dir / "results.md").write_text(results_markdown(summary, figures))
     progress(f"wrote {spec.output_dir / 'summary.json'}, {spec.output_dir / 'results.md'} and {len(figures)} plots")
     return summary
+
+
+def _saved_or_error(argv: list[str], path: Path, label: str) -> dict[str, Any]:
+    report = saved_eval(argv, path)
+    if report is None:
+        raise CompareRunError(f"--summary-only: {label} has no evaluation with these settings at {path}; run "
+                              "`trl-sdar compare` without it to make one")  # fmt: skip
+    return report
 
 
 def _write_figures(spec: CompareSpec, plans: list, rows: list[dict], smooth: float) -> list[Path]:

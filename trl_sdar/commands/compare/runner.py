@@ -195,13 +195,28 @@ def eval_argv(spec: CompareSpec, model: str, manifest: str, student_skills: bool
     return argv + (["--student-skills"] if student_skills else [])
 
 
+def saved_eval(argv: list[str], report_path: Path) -> dict[str, Any] | None:
+    """The report at `report_path` if it was made with these `trl-sdar eval` arguments on the manifest's current
+    tasks, else None (`eval.num_tasks` rewrites the pinned manifest under the same path)."""
+    from trl_sdar.commands.manifests import load_manifest
+
+    if not report_path.is_file():
+        return None
+    report = json.loads(report_path.read_text())
+    if report.get("eval_argv") != argv:
+        return None
+    if "--task-types" not in argv and report.get("task_ids") != load_manifest(argv[argv.index("--manifest") + 1])[
+            "task_ids"]:  # fmt: skip
+        return None
+    return report
+
+
 def evaluate(argv: list[str], report_path: Path, label: str, progress: Progress) -> dict[str, Any]:
     """Run `trl-sdar eval` (in this process) unless `report_path` holds a report for the same arguments."""
-    if report_path.is_file():
-        report = json.loads(report_path.read_text())
-        if report.get("eval_argv") == argv:
-            progress(f"skip eval {label}: done ({report_path})")
-            return report
+    report = saved_eval(argv, report_path)
+    if report is not None:
+        progress(f"skip eval {label}: done ({report_path})")
+        return report
     from trl_sdar.commands.evaluate import parse_eval_args, run_eval
 
     progress(f"eval {label}: trl-sdar {' '.join(argv)}")
