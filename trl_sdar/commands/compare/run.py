@@ -97,8 +97,8 @@ def run_compare(spec: CompareSpec, progress=_progress, smooth: float = 0.0,
         skills = _student_sees_skills(plan.recipe)
         argv = eval_argv(spec, str(plan.run_dir), manifest, skills)
         report_path = plan.run_dir / "compare_eval.json"
-        if summary_only and (not is_finished(plan.run_dir) or saved_eval(argv, report_path) is None):
-            reason = "not evaluated" if is_finished(plan.run_dir) else "not trained"
+        reason = _missing_reason(plan.run_dir, argv, report_path) if summary_only else None
+        if reason:
             progress(f"missing {plan.method} seed {plan.seed}: {reason} ({plan.run_dir})")
             missing.append({"method": plan.method, "seed": plan.seed, "reason": reason})
             continue
@@ -120,6 +120,12 @@ def run_compare(spec: CompareSpec, progress=_progress, smooth: float = 0.0,
     (spec.output_dir / "results.md").write_text(results_markdown(summary, figures))
     progress(f"wrote {spec.output_dir / 'summary.json'}, {spec.output_dir / 'results.md'} and {len(figures)} plots")
     return summary
+
+
+def _missing_reason(run_dir: Path, argv: list[str], report_path: Path) -> str | None:
+    if not is_finished(run_dir):
+        return "not trained"
+    return "not evaluated" if saved_eval(argv, report_path) is None else None
 
 
 def _saved_or_error(argv: list[str], path: Path, label: str) -> dict[str, Any]:

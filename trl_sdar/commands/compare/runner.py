@@ -205,10 +205,10 @@ def saved_eval(argv: list[str], report_path: Path) -> dict[str, Any] | None:
     report = json.loads(report_path.read_text())
     if report.get("eval_argv") != argv:
         return None
-    if "--task-types" not in argv and report.get("task_ids") != load_manifest(argv[argv.index("--manifest") + 1])[
-            "task_ids"]:  # fmt: skip
-        return None
-    return report
+    if "--task-types" in argv:  # a shipped manifest, its first `--num-tasks` of those types: all in the arguments
+        return report
+    manifest = load_manifest(argv[argv.index("--manifest") + 1])
+    return report if report.get("task_ids") == manifest["task_ids"] else None
 
 
 def evaluate(argv: list[str], report_path: Path, label: str, progress: Progress) -> dict[str, Any]:
