@@ -92,22 +92,25 @@ def run_compare(spec: CompareSpec, progress=_progress, smooth: float = 0.0,
             base_reports[key] = _saved_or_error(argv, path, f"the starting model ({key})")
         else:
             base_reports[key] = evaluate(argv, path, f"starting model ({key})", progress)
-    rows, done, missing = [], [], []
+    rows, missing = [], []
     for index, plan in enumerate(plans, start=1):
         skills = _student_sees_skills(plan.recipe)
         argv = eval_argv(spec, str(plan.run_dir), manifest, skills)
         report_path = plan.run_dir / "compare_eval.json"
-        reason = _missing_reason(plan.run_dir, argv, report_path) if summary_only else None
-        if reason:
-            progress(f"missing {plan.method} seed {plan.seed}: {reason} ({plan.run_dir})")
-            missing.append({"method": plan.method, "seed": plan.seed, "reason": reason})
-            continue
+        after = None
+        if summary_only:
+            finished = is_finished(plan.run_dir)
+            after = saved_eval(argv, report_path) if finished else None
+            if after is None:
+                reason = "not evaluated" if finished else "not trained"
+                progress(f"missing {plan.method} seed {plan.seed}: {reason} ({plan.run_dir})")
+                missing.append({"method": plan.method, "seed": plan.seed, "reason": reason})
+                continue
         progress(f"run {index}/{len(plans)}: {plan.method} seed {plan.seed}")
         record = train_run(plan, progress)
-        after = evaluate(argv, report_path, f"{plan.method} seed {plan.seed}", progress)
+        after = after or evaluate(argv, report_path, f"{plan.method} seed {plan.seed}", progress)
         before = base_reports["student_sees_skills" if skills else "plain"]
         rows.append(seed_result(plan.method, plan.seed, plan.run_dir, record, before, after))
-        done.append(plan)
     if not rows:
         raise CompareRunError(f"--summary-only: no run of {spec.output_dir} is trained and evaluated yet; "
                               "run `trl-sdar compare` without it to train them")  # fmt: skip
@@ -115,17 +118,11 @@ def run_compare(spec: CompareSpec, progress=_progress, smooth: float = 0.0,
     summary = build_summary(info, rows, base_reports, time_reference(spec))
     if summary_only:
         summary["missing_runs"] = missing
-    figures = _write_figures(spec, done, rows, smooth)
+    figures = _write_figures(spec, rows, smooth)
     (spec.output_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     (spec.output_dir / "results.md").write_text(results_markdown(summary, figures))
     progress(f"wrote {spec.output_dir / 'summary.json'}, {spec.output_dir / 'results.md'} and {len(figures)} plots")
     return summary
-
-
-def _missing_reason(run_dir: Path, argv: list[str], report_path: Path) -> str | None:
-    if not is_finished(run_dir):
-        return "not trained"
-    return "not evaluated" if saved_eval(argv, report_path) is None else None
 
 
 def _saved_or_error(argv: list[str], path: Path, label: str) -> dict[str, Any]:
@@ -136,15 +133,16 @@ def _saved_or_error(argv: list[str], path: Path, label: str) -> dict[str, Any]:
     return report
 
 
-def _write_figures(spec: CompareSpec, plans: list, rows: list[dict], smooth: float) -> list[Path]:
-    """plots/methods_training.png (curves per method over seeds) and plots/methods_eval.png (eval success)."""
+def _write_figures(spec: CompareSpec, rows: list[dict], smooth: float) -> list[Path]:
+    """plots/methods_training.png (curves per method over seeds) and plots/methods_eval.png (eval success), for the
+    summarised runs (`rows`)."""
     from trl_sdar.commands.plot.figures import build_method_figures, method_eval_figure
 
     out = spec.output_dir / "plots"
     out.mkdir(parents=True, exist_ok=True)
     groups: dict[str, list[Path]] = {}
-    for plan in plans:
-        groups.setdefault(plan.method, []).append(plan.run_dir)
+    for row in rows:
+        groups.setdefault(row["method"], []).append(Path(row["run_dir"]))
     figures = build_method_figures(groups, smooth)
     before = {row["method"]: row["success_before"] for row in rows}
     after: dict[str, list[float]] = {}
